@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -- quantize the bundled default model with real data and print the fp32/symmetric/hybrid table
+#   make test   -- run the whole test suite (what CI runs)
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint clean apt assets
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+setup: apt $(STAMP)
+
+assets: setup
+	$(VPY) -m tvm_arq.assets fetch-all
+
+demo: setup assets
+	$(VPY) -m tvm_arq.cli demo
+
+test: setup assets
+	$(VPY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check tvm_arq tests scripts tutorials
+
+clean:
+	rm -rf $(VENV) .pytest_cache
