@@ -1,0 +1,86 @@
+"""Typed configuration: schemes, calibrators, range kinds and the quantization config.
+
+Every option of the quantizer is an enum or a dataclass field; there are no string-keyed option bags.
+String forms are accepted at the public API boundary and converted with ``Enum(value)``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Scheme(str, enum.Enum):
+    """How activations are quantized (weights are always per-channel symmetric int8).
+
+    - ``HYBRID``: per tensor, one-sided for non-negative tensors, symmetric for near-symmetric ones,
+      redistributed asymmetric for skewed signed ones (method.md step 3).
+    - ``SYMMETRIC``: every activation symmetric, zero point 0 (the "traditional" baseline).
+    - ``ASYMMETRIC``: plain affine [min, max] mapping everywhere, no hybrid selection.
+    - ``FLOAT``: no quantization; the float model through the same build path.
+    """
+
+    HYBRID = "hybrid"
+    SYMMETRIC = "symmetric"
+    ASYMMETRIC = "asymmetric"
+    FLOAT = "float"
+
+
+class Calibrator(str, enum.Enum):
+    """Range-estimation algorithm used on the streamed calibration statistics."""
+
+    MINMAX = "minmax"
+    MOVING_MINMAX = "moving_minmax"
+    HISTOGRAM = "histogram"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+    REDISTRIBUTION = "redistribution"
+
+
+class RangeKind(str, enum.Enum):
+    """Shape of the clipping range a calibrator is asked for.
+
+    - ``SYMMETRIC``: ``[-a, a]`` mapped onto ``[-127, 127]`` (zero point 0).
+    - ``ONE_SIDED``: ``[0, b]`` mapped onto the full 256 levels (zero point at the bottom).
+    - ``ASYMMETRIC``: ``[a, b]`` with ``a < 0 < b`` mapped onto 256 levels (zero point inside).
+    """
+
+    SYMMETRIC = "symmetric"
+    ONE_SIDED = "one_sided"
+    ASYMMETRIC = "asymmetric"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Options of one quantization run.
+
+    Parameters
+    ----------
+    scheme
+        Activation scheme, see :class:`Scheme`.
+    calibrator
+        Range estimator, see :class:`Calibrator`.
+    act_dtype
+        Storage dtype of activations, ``"int8"`` or ``"uint8"``; ``None`` lets the target decide
+        (uint8 for x86 VNNI u8 x s8 dot products, int8 for ARM ``sdot`` and RISC-V).
+    symmetric_tolerance
+        Hybrid rule: a signed tensor with ``min(|alpha|, beta) / max(|alpha|, beta) >= tol`` is treated
+        as near-symmetric.
+    skip_ops
+        Relax op names (e.g. ``"relax.nn.conv2d"``) to keep in float.
+    """
+
+    scheme: Scheme = Scheme.HYBRID
+    calibrator: Calibrator = Calibrator.MINMAX
+    act_dtype: str | None = None
+    symmetric_tolerance: float = 0.8
+    skip_ops: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheme", Scheme(self.scheme))
+        object.__setattr__(self, "calibrator", Calibrator(self.calibrator))
+        if self.act_dtype not in (None, "int8", "uint8"):
+            raise ValueError(f"act_dtype must be 'int8', 'uint8' or None, got {self.act_dtype!r}")
+        if not 0.0 < self.symmetric_tolerance <= 1.0:
+            raise ValueError("symmetric_tolerance must be in (0, 1]")
