@@ -1,0 +1,172 @@
+"""Calibration and the float -> annotated -> integer pipeline (target independent).
+
+``quantize_module`` is the algorithm of ``../shared/notes/method.md`` in code:
+
+1. :func:`~tvm_arq.passes.analysis.plan_quantization` decides what becomes integer.
+2. :class:`~tvm_arq.passes.InsertCalibration` exposes the quantization points; :func:`calibrate` runs the
+   float module over the calibration set and streams every point into an observer.
+3. :func:`select_qparams` applies the scheme (hybrid selection with an explanation per tensor).
+4. :class:`~tvm_arq.passes.AnnotateQuantization` then :class:`~tvm_arq.passes.RealizeInteger`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tqdm.auto import tqdm
+from tvm import relax
+
+from .config import QuantConfig, RangeKind, Scheme
+from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
+from .passes.analysis import QuantPlan, plan_quantization
+from .passes.graph import tensor_shape
+from .qmath import QParams, choose_qparams
+
+logger = logging.getLogger(__name__)
+
+
+class CalibrationError(ValueError):
+    """Calibration data that cannot be used (shape, dtype, NaN/Inf, empty)."""
+
+
+def input_specs(mod: tvm.IRModule) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, dtype)`` of ``main``'s inputs."""
+    out = []
+    for p in mod["main"].params:
+        shp = tensor_shape(p)
+        if shp is None:
+            raise CalibrationError(f"input {p.name!r} has a dynamic shape; fix it with from_onnx(..., shape=...)")
+        out.append((p.name, shp, str(p.ty.dtype)))
+    return out
+
+
+def normalize_sample(sample, specs, index: int) -> list[np.ndarray]:
+    """Turn one calibration sample (array, tuple of arrays or dict name -> array) into input arrays."""
+    if isinstance(sample, Mapping):
+        missing = [n for n, _, _ in specs if n not in sample]
+        if missing:
+            raise CalibrationError(f"calibration sample {index}: missing input(s) {missing}; got keys {list(sample)}")
+        arrays = [sample[n] for n, _, _ in specs]
+    elif isinstance(sample, list | tuple):
+        arrays = list(sample)
+    else:
+        arrays = [sample]
+    if len(arrays) != len(specs):
+        raise CalibrationError(
+            f"calibration sample {index}: model has {len(specs)} input(s) {[n for n, _, _ in specs]}, "
+            f"sample has {len(arrays)}"
+        )
+    out = []
+    for (name, shape, dtype), a in zip(specs, arrays, strict=True):
+        a = np.asarray(a)
+        if a.shape != shape and a.shape == shape[1:] and shape[0] == 1:
+            a = a[None]
+        if a.shape != shape:
+            raise CalibrationError(
+                f"calibration sample {index}, input {name!r}: shape {a.shape} does not match the model's {shape}"
+                " (layout must be the model's, e.g. NCHW)"
+            )
+        if not np.issubdtype(a.dtype, np.number):
+            raise CalibrationError(f"calibration sample {index}, input {name!r}: non-numeric dtype {a.dtype}")
+        a = a.astype(dtype, copy=False)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+            raise CalibrationError(f"calibration sample {index}, input {name!r}: {bad} NaN/Inf value(s)")
+        out.append(np.ascontiguousarray(a))
+    return out
+
+
+def compile_host(mod: tvm.IRModule) -> relax.VirtualMachine:
+    """Compile a module for this machine (untuned) and return a VM."""
+    ex = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(ex, tvm.cpu())
+
+
+def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config: QuantConfig,
+              progress: bool = True) -> dict:
+    """Run the float module over ``calibration`` and stream every quantization point into an observer.
+
+    Returns ``{point name: observer}``. Memory stays bounded: one sample's activations at a time.
+    """
+    specs = input_specs(mod)
+    from .calibrate import make_observer
+
+    cal_mod = InsertCalibration(plan.points)(mod)
+    vm = compile_host(cal_mod)
+    observers = {p: make_observer(config.calibrator) for p in plan.points}
+    n = 0
+    it = tqdm(calibration, desc="calibrating", unit="sample", disable=not progress, leave=False)
+    for i, sample in enumerate(it):
+        arrays = normalize_sample(sample, specs, i)
+        res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+        for j, p in enumerate(plan.points):
+            arr = res[j + 1].numpy()
+            try:
+                observers[p].update(arr)
+            except ValueError as e:
+                raise CalibrationError(f"tensor {p!r} on calibration sample {i}: {e}") from e
+        n += 1
+    if n == 0:
+        raise CalibrationError("calibration data is empty: pass at least one sample (a few hundred is typical)")
+    if n == 1:
+        logger.warning("calibrating on a single sample: ranges may not generalize")
+    return observers
+
+
+def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str) -> dict[str, QParams]:
+    """Choose the range kind per quantization point (the hybrid rule) and its parameters."""
+    out = {}
+    for p in plan.points:
+        obs = observers[p]
+        lo, hi = float(obs.min), float(obs.max)
+        if config.scheme is Scheme.SYMMETRIC:
+            kind, rule = RangeKind.SYMMETRIC, "symmetric scheme"
+        elif config.scheme is Scheme.ASYMMETRIC:
+            kind, rule = RangeKind.ASYMMETRIC, "asymmetric scheme"
+        else:
+            amax = max(abs(lo), abs(hi))
+            ratio = min(abs(lo), abs(hi)) / amax if amax > 0 else 1.0
+            if p in plan.producer_nonneg:
+                kind, rule = RangeKind.ONE_SIDED, "non-negative producer (ReLU/ReLU6/clip>=0): one-sided"
+            elif lo >= 0.0:
+                kind, rule = RangeKind.ONE_SIDED, f"observed min {lo:.4g} >= 0: one-sided"
+            elif ratio >= config.symmetric_tolerance:
+                kind, rule = RangeKind.SYMMETRIC, (
+                    f"near-symmetric: min {lo:.4g}, max {hi:.4g}, ratio {ratio:.2f} >= {config.symmetric_tolerance}"
+                )
+            else:
+                kind, rule = RangeKind.ASYMMETRIC, (
+                    f"skewed signed: min {lo:.4g}, max {hi:.4g}, ratio {ratio:.2f} < {config.symmetric_tolerance}:"
+                    " redistributed asymmetric"
+                )
+        alpha, beta = obs.compute_range(kind)
+        out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
+    return out
+
+
+@dataclass
+class QuantizationResult:
+    """Everything the quantizer produced for one module."""
+
+    float_mod: tvm.IRModule
+    plan: QuantPlan
+    qparams: dict[str, QParams]
+    qdq_mod: tvm.IRModule
+    int_mod: tvm.IRModule
+
+
+def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfig, act_dtype: str,
+                    progress: bool = True) -> QuantizationResult:
+    """Quantize a float module (constants bound) to an integer module."""
+    plan = plan_quantization(mod, config.skip_ops)
+    if not plan.points:
+        raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat)")
+    observers = calibrate(mod, calibration, plan, config, progress=progress)
+    qparams = select_qparams(plan, observers, config, act_dtype)
+    qdq = AnnotateQuantization(plan, qparams)(mod)
+    int_mod = RealizeInteger()(qdq)
+    return QuantizationResult(mod, plan, qparams, qdq, int_mod)
