@@ -1,6 +1,11 @@
 """tvm_arq: activation-redistribution hybrid asymmetric int8 quantization for Apache TVM."""
 
+from .build import build
 from .config import Calibrator, QuantConfig, RangeKind, Scheme
+from .frontend import from_onnx
+from .model import QuantizedModel
+from .target import resolve_target
 
-__all__ = ["Calibrator", "QuantConfig", "RangeKind", "Scheme"]
+__all__ = ["Calibrator", "QuantConfig", "QuantizedModel", "RangeKind", "Scheme", "build", "from_onnx",
+           "resolve_target"]
 __version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Random graphs of every supported op: TVM's integer build == numpy reference, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.graphs import OPS, Spec, build_graph, calibration_set
+from tvm_arq.config import QuantConfig, Scheme
+from tvm_arq.quantize import compile_host, quantize_module
+from tvm_arq.reference import ReferenceInterpreter
+
+specs = st.builds(
+    Spec,
+    channels=st.sampled_from([2, 3, 4]),
+    size=st.integers(3, 9),
+    ops=st.lists(st.sampled_from(OPS[:-1]), min_size=1, max_size=6),
+    seed=st.integers(0, 10_000),
+    act=st.sampled_from(["none", "relu", "relu6", "clip_sym"]),
+)
+
+
+def _check(spec: Spec, scheme: Scheme, act_dtype: str):
+    mod = build_graph(spec)
+    cal = calibration_set(mod, 4, seed=spec.seed, skew=0.7)
+    res = quantize_module(mod, cal, QuantConfig(scheme=scheme), act_dtype, progress=False)
+    assert not res.plan.fallbacks, res.plan.fallbacks
+    vm = compile_host(res.int_mod)
+    ref = ReferenceInterpreter(res.int_mod)
+    for x in cal[:2] + calibration_set(mod, 1, seed=spec.seed + 99, skew=-0.5):
+        got = vm["main"](tvm.runtime.tensor(x)).numpy()
+        want = ref.run(x)
+        np.testing.assert_array_equal(got, want)
+    return res
+
+
+@pytest.mark.parametrize("scheme", [Scheme.HYBRID, Scheme.SYMMETRIC])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(spec=specs, act_dtype=st.sampled_from(["int8", "uint8"]))
+def test_random_graphs_bitexact(scheme, spec, act_dtype):
+    _check(spec, scheme, act_dtype)
+
+
+def test_every_op_in_one_graph():
+    spec = Spec(channels=4, size=8, ops=list(OPS[:-1]), seed=3, act="relu6")
+    res = _check(spec, Scheme.HYBRID, "int8")
+    kernels = {str(f.attrs["arq.op"]) for f in res.int_mod.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "arq.op" in f.attrs}
+    assert {"qconv2d", "qdense", "qadd", "qconcat", "qmaxpool2d", "qavgpool2d", "qmean_hw", "quantize",
+            "dequantize"} <= kernels
+
+
+def test_asymmetric_scheme_bitexact():
+    _check(Spec(channels=3, size=6, ops=["conv", "dwconv", "add", "avgpool"], seed=5, act="clip_sym"),
+           Scheme.ASYMMETRIC, "uint8")

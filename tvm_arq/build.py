@@ -1,0 +1,94 @@
+"""``tvm_arq.build``: float Relax module + calibration data -> integer program compiled for a target."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .config import Calibrator, QuantConfig, Scheme
+from .frontend import bind_params
+from .model import QuantizedModel
+from .quantize import quantize_module
+from .target import TargetInfo, resolve_target
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None) -> tvm.IRModule:
+    """Bind weights as constants and fold constant subexpressions (e.g. transposed Gemm weights)."""
+    if params:
+        mod = bind_params(mod, params)
+    mod = relax.transform.FoldConstant()(mod)
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    return mod
+
+
+def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None):
+    """Compile a Relax module for a target (tuned when ``tuning`` is given)."""
+    if tuning is not None:
+        from .tune import compile_tuned, tune
+
+        db = tune(mod, info, tuning)
+        return compile_tuned(mod, info, db)
+    return tvm.compile(mod, target=info.target)
+
+
+def build(
+    mod: tvm.IRModule,
+    params: Mapping[str, np.ndarray] | None = None,
+    target: Any = "host",
+    *,
+    calibration: Iterable | None = None,
+    scheme: Scheme | str = Scheme.HYBRID,
+    calibrator: Calibrator | str = Calibrator.MINMAX,
+    config: QuantConfig | None = None,
+    tuning: Any = None,
+    progress: bool = True,
+) -> QuantizedModel:
+    """Quantize a float model with calibration data and compile it for ``target``.
+
+    Parameters
+    ----------
+    mod, params
+        Float Relax module and its weights, e.g. from :func:`tvm_arq.from_onnx`.
+    target
+        ``"host"``, a preset (``aarch64``, ``aarch64-dotprod``, ``riscv64``, ``riscv64-rvv``, ``x86-vnni``),
+        a CLI-style string such as ``"llvm -mtriple=aarch64"``, a target dict or a ``tvm.target.Target``.
+    calibration
+        Iterable of samples: arrays (single input), tuples of arrays, or dicts input name -> array.
+        Required unless ``scheme="float"``.
+    scheme
+        ``"hybrid"`` (default), ``"symmetric"``, ``"asymmetric"`` or ``"float"``.
+    calibrator
+        Range estimator, see :class:`~tvm_arq.config.Calibrator`.
+    config
+        Full :class:`~tvm_arq.config.QuantConfig`; overrides ``scheme`` and ``calibrator``.
+    tuning
+        A :class:`~tvm_arq.tune.TuneConfig` to autotune the kernels with MetaSchedule.
+
+    Returns
+    -------
+    QuantizedModel
+    """
+    t0 = time.perf_counter()
+    info = resolve_target(target)
+    if config is None:
+        config = QuantConfig(scheme=Scheme(scheme), calibrator=Calibrator(calibrator))
+    fmod = prepare(mod, params)
+    if config.scheme is Scheme.FLOAT:
+        ex = compile_for(fmod, info, tuning)
+        return QuantizedModel(ir=fmod, qdq=None, qparams={}, plan=None, target=info, config=config,
+                              executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0)
+    if calibration is None:
+        raise ValueError("calibration data is required for a quantized scheme (or pass scheme='float')")
+    act_dtype = config.act_dtype or info.act_dtype
+    res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
+    ex = compile_for(res.int_mod, info, tuning)
+    return QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
+                          config=config, executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0)

@@ -1,0 +1,138 @@
+"""The object :func:`tvm_arq.build` returns."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .config import QuantConfig, Scheme
+from .passes.analysis import QuantPlan
+from .qmath import QParams
+from .target import TargetInfo
+
+logger = logging.getLogger(__name__)
+
+
+def _to_numpy(res) -> Any:
+    if isinstance(res, tvm.runtime.Tensor):
+        return res.numpy()
+    if isinstance(res, list | tuple) or hasattr(res, "__len__") and not hasattr(res, "numpy"):
+        return tuple(_to_numpy(r) for r in res)
+    return res.numpy() if hasattr(res, "numpy") else res
+
+
+@dataclass
+class QuantizedModel:
+    """A quantized (or float) model compiled for a target.
+
+    Attributes
+    ----------
+    ir
+        The integer Relax module (for ``scheme="float"``: the float module).
+    qdq
+        The annotated module (quantize/dequantize pairs; runs in float as a fake-quantized simulation),
+        ``None`` for the float scheme.
+    qparams
+        Per quantization point: scale, zero point, dtype, range kind, clipping range and the rule that
+        chose it.
+    plan
+        Which ops became integer and which stayed in float (``plan.fallbacks``).
+    target
+        The resolved target.
+    executable
+        The compiled Relax executable for ``target``.
+    """
+
+    ir: tvm.IRModule
+    qdq: tvm.IRModule | None
+    qparams: dict[str, QParams]
+    plan: QuantPlan | None
+    target: TargetInfo
+    config: QuantConfig
+    executable: Any
+    float_ir: tvm.IRModule | None = None
+    build_seconds: float = 0.0
+    _host_vm: Any = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.config.scheme
+
+    @property
+    def fallbacks(self) -> list[tuple[str, str, str]]:
+        """``(tensor, op, reason)`` of ops that run in float inside the quantized graph."""
+        return [] if self.plan is None else list(self.plan.fallbacks)
+
+    def _vm(self) -> relax.VirtualMachine:
+        if self._host_vm is None:
+            if self.target.is_host:
+                ex = self.executable
+            else:
+                logger.info("target %s does not run here: building a host copy for run()", self.target.triple)
+                ex = tvm.compile(self.ir, target=tvm.target.Target({"kind": "llvm"}))
+            self._host_vm = relax.VirtualMachine(ex, tvm.cpu())
+        return self._host_vm
+
+    def run(self, *inputs: np.ndarray):
+        """Run on this machine; returns a numpy array (or a tuple for several outputs)."""
+        specs = [(p.name, tuple(int(d) for d in p.ty.shape.values), str(p.ty.dtype)) for p in self.ir["main"].params]
+        if len(inputs) != len(specs):
+            raise ValueError(f"model takes {len(specs)} input(s) {[s[0] for s in specs]}, got {len(inputs)}")
+        args = []
+        for (name, shape, dtype), x in zip(specs, inputs, strict=True):
+            x = np.asarray(x)
+            if x.shape != shape:
+                raise ValueError(f"input {name!r}: expected shape {shape}, got {x.shape}")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(x.astype(dtype, copy=False))))
+        return _to_numpy(self._vm()["main"](*args))
+
+    def reference(self, *inputs: np.ndarray):
+        """Run the numpy integer reference interpreter on the integer module."""
+        from .reference import ReferenceInterpreter
+
+        return ReferenceInterpreter(self.ir).run(*inputs)
+
+    def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 5) -> dict[str, float]:
+        """Host latency (median / p90 over ``repeat`` measurements of ``number`` runs), in ms."""
+        vm = self._vm()
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs]
+        vm["main"](*args)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                vm["main"](*args)
+            times.append((time.perf_counter() - t0) / number * 1e3)
+        return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+    def export_library(self, path: str | Path) -> Path:
+        """Write a shared object (or ``.tar``) for the target, cross-linked with the target's toolchain."""
+        from .deploy.export import export_library
+
+        return export_library(self.executable, path, self.target)
+
+    def qparams_table(self) -> list[dict]:
+        return [{"tensor": k, **v.to_dict()} for k, v in self.qparams.items()]
+
+    def summary(self) -> str:
+        n_int = sum(1 for o in (self.plan.ops.values() if self.plan else []) if o.role.value != "float")
+        lines = [
+            f"scheme={self.scheme.value} calibrator={self.config.calibrator.value} target={self.target.triple}",
+            f"quantization points: {len(self.qparams)}; integer ops: {n_int}; float fallbacks: {len(self.fallbacks)}",
+        ]
+        kinds: dict[str, int] = {}
+        for q in self.qparams.values():
+            kinds[q.kind.value] = kinds.get(q.kind.value, 0) + 1
+        lines.append("range kinds: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+        return "\n".join(lines)
+
+    def save_qparams(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.qparams_table(), indent=1))
