@@ -84,13 +84,19 @@ class RealizeInteger:
                 out = self._realize_quantize(rb, b)
                 if out is not None:
                     return out
-            if b.op == "relax.dequantize" and str(b.value.args[0].ty.dtype) in ("int8", "uint8") \
-                    and not isinstance(b.value.args[0], tvm.ir.expr.Constant):
+            return value
+
+        mod = Rebuilder(mod).run(on_binding)
+
+        # second phase: the dequantizes that survived (outputs, inputs of float ops) become kernels;
+        # done after dead-code elimination so that no kernel is made for a dead one
+        def lower_dequantize(rb: Rebuilder, b, value):
+            if b.op == "relax.dequantize" and not isinstance(b.value.args[0], tvm.ir.expr.Constant):
                 s, z, _ = _qinfo(b.value)
                 return emit_kernel(rb.bb, "dequantize", [rb.remap(b.value.args[0])], {"scale": s, "zp": z}, b.name)
             return value
 
-        return Rebuilder(mod).run(on_binding)
+        return Rebuilder(mod).run(lower_dequantize)
 
     # -- patterns ------------------------------------------------------------------------------
     def _realize_quantize(self, rb: Rebuilder, b) -> relax.Expr | None:
