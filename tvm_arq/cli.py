@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--calibrator", default="minmax")
     b.add_argument("--qparams", help="write per-tensor quantization parameters (JSON)")
     b.set_defaults(func=cmd_build)
+
+    from .report import add_report_subparser
+
+    add_report_subparser(sub)
     return ap
 
 
