@@ -275,9 +275,7 @@ def arch_from_triple(triple: str) -> Arch:
         return Arch.AARCH64
     if head == "riscv64":
         return Arch.RISCV64
-    raise _fail(
-        f"Unsupported target triple {triple!r}: only x86_64, aarch64 and riscv64 CPUs are supported"
-    )
+    raise _fail(f"Unsupported target triple {triple!r}: only x86_64, aarch64 and riscv64 CPUs are supported")
 
 
 def _normalize_triple(triple: str) -> str:
@@ -339,8 +337,9 @@ def _parse_cli(spec: str) -> dict[str, Any]:
         key, sep, value = body.partition("=")
         raw: str | None = value if sep else None
         if key not in options or key in ("kind", "host", "from_device", "target_device_type"):
-            known = ", ".join(f"-{k}" for k in options if k not in ("kind", "host", "from_device",
-                                                                   "target_device_type"))
+            known = ", ".join(
+                f"-{k}" for k in options if k not in ("kind", "host", "from_device", "target_device_type")
+            )
             raise _fail(f"Unknown target option -{key} in {spec!r} (known llvm options: {known})")
         type_name = options[key]
         if raw is None and type_name != "bool":
