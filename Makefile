@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean apt assets
+.PHONY: setup demo test lint clean apt assets boards
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,12 @@ assets: setup
 demo: setup assets
 	$(VPY) -m tvm_arq.cli demo
 
-test: setup assets
+# emulated aarch64 / riscv64 / riscv64+V boards: qemu-user >= 8 and the board runtimes (cached in
+# ~/.cache/tvm_arq/boards; the riscv64 cross-build takes minutes once, later runs take seconds)
+boards: setup
+	bash scripts/setup_boards.sh $(VPY) $$(nproc)
+
+test: setup assets boards
 	$(VPY) -m pytest -q tests
 
 lint: setup

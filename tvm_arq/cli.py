@@ -86,6 +86,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_board(args: argparse.Namespace) -> int:
+    from .deploy.boards import main as boards_main
+
+    return int(boards_main(args.board_args) or 0)
+
+
 def _parse_shape(text: str | None):
     if not text:
         return None
@@ -147,10 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_report_subparser
 
     add_report_subparser(sub)
+
+    bd = sub.add_parser("board", help="emulated dev boards (qemu-user + TVM runtime + RPC server) on loopback",
+                        add_help=False)
+    bd.add_argument("board_args", nargs=argparse.REMAINDER,
+                    help="setup | start --arch aarch64|riscv64|riscv64-rvv [--port N] [--tracker H:P --key K] | "
+                         "stop [--name N|--all] | list")
+    bd.set_defaults(func=cmd_board)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["board"]:  # its own argument parser (python -m tvm_arq.deploy.boards)
+        from .deploy.boards import main as boards_main
+
+        return int(boards_main(argv[1:]) or 0)
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
