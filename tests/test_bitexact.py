@@ -17,9 +17,10 @@ specs = st.builds(
     Spec,
     channels=st.sampled_from([2, 3, 4]),
     size=st.integers(3, 9),
-    ops=st.lists(st.sampled_from(OPS[:-1]), min_size=1, max_size=6),
+    ops=st.lists(st.sampled_from(OPS[:-1]), min_size=1, max_size=7),
     seed=st.integers(0, 10_000),
     act=st.sampled_from(["none", "relu", "relu6", "clip_sym"]),
+    softmax=st.booleans(),
 )
 
 
@@ -45,12 +46,13 @@ def test_random_graphs_bitexact(scheme, spec, act_dtype):
 
 
 def test_every_op_in_one_graph():
-    spec = Spec(channels=4, size=8, ops=list(OPS[:-1]), seed=3, act="relu6")
+    spec = Spec(channels=4, size=8, ops=list(OPS[:-1]), seed=3, act="relu6", softmax=True)
     res = _check(spec, Scheme.HYBRID, "int8")
     kernels = {str(f.attrs["arq.op"]) for f in res.int_mod.functions.values()
                if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "arq.op" in f.attrs}
     assert {"qconv2d", "qdense", "qadd", "qconcat", "qmaxpool2d", "qavgpool2d", "qmean_hw", "quantize",
-            "dequantize"} <= kernels
+            "dequantize", "qlut", "qmul", "qsoftmax", "qpad"} <= kernels
+    assert kernels & {"qresize_nearest", "qresize_bilinear"}
 
 
 def test_asymmetric_scheme_bitexact():

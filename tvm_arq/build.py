@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -29,14 +30,41 @@ def prepare(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None) -> tvm.I
     return mod
 
 
-def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None):
-    """Compile a Relax module for a target (tuned when ``tuning`` is given)."""
+def has_integer_kernels(mod: tvm.IRModule) -> bool:
+    """Whether ``mod`` calls kernels of :mod:`tvm_arq.kernels` (an integer module)."""
+    return any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "arq.op" in f.attrs
+               for f in mod.functions.values())
+
+
+def lower_for_target(mod: tvm.IRModule, info: TargetInfo) -> tvm.IRModule:
+    """The integer module in the target's layouts (NHWC, packed weights, tensorized kernels).
+
+    See :class:`~tvm_arq.passes.layout.ConvertLayout`. Float modules are returned unchanged.
+    """
+    if not has_integer_kernels(mod):
+        return mod
+    from .passes.layout import convert_layout
+
+    return convert_layout(mod, info)
+
+
+def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None, *, layout: bool = True):
+    """Compile a Relax module for a target (tuned when ``tuning`` is given).
+
+    An integer module is first rewritten for the target (:func:`lower_for_target`, unless
+    ``layout=False``). Untuned, its conv/depthwise kernels get their default tensorized schedules;
+    tuned, MetaSchedule searches the tile sizes of the same templates.
+    """
+    if layout:
+        mod = lower_for_target(mod, info)
     if tuning is not None:
         from .tune import compile_tuned, tune
 
         db = tune(mod, info, tuning)
-        return compile_tuned(mod, info, db)
-    return tvm.compile(mod, target=info.target)
+        return compile_tuned(mod, info, db, num_threads=tuning.threads)
+    from .kernels.schedules import ApplyDefaultSchedules
+
+    return tvm.compile(ApplyDefaultSchedules()(mod), target=info.target)
 
 
 def build(
@@ -77,10 +105,19 @@ def build(
     QuantizedModel
     """
     t0 = time.perf_counter()
+    if not isinstance(mod, tvm.IRModule):
+        hint = (" (load ONNX models with tvm_arq.from_onnx(...), which returns (mod, params))"
+                if isinstance(mod, str | bytes | PathLike) or type(mod).__name__ == "ModelProto" else "")
+        raise TypeError(f"build() takes a Relax tvm.IRModule, not {type(mod).__name__}{hint}")
     info = resolve_target(target)
     if config is None:
         config = QuantConfig(scheme=Scheme(scheme), calibrator=Calibrator(calibrator))
     fmod = prepare(mod, params)
+    func = fmod["main"]
+    if func.attrs is not None and "num_input" in func.attrs and len(func.params) > int(func.attrs["num_input"]):
+        unbound = [p.name for p in func.params[int(func.attrs["num_input"]):]]
+        raise ValueError(f"main has {len(unbound)} unbound weight parameter(s) {unbound[:5]}: pass the params "
+                         "returned by from_onnx, build(mod, params, ...)")
     if config.scheme is Scheme.FLOAT:
         ex = compile_for(fmod, info, tuning)
         return QuantizedModel(ir=fmod, qdq=None, qparams={}, plan=None, target=info, config=config,

@@ -152,6 +152,16 @@ def _structural_problem(model: onnx.ModelProto) -> str | None:
     """Return a description of what is structurally wrong with ``model``, or None."""
     if model.ir_version < 3:
         return f"missing or unsupported IR version ({model.ir_version})"
+    if model.ir_version > onnx.IR_VERSION:
+        return (f"IR version {model.ir_version} is newer than the installed onnx {onnx.__version__} "
+                f"understands ({onnx.IR_VERSION})")
+    opsets = [int(op.version) for op in model.opset_import if op.domain in _DEFAULT_DOMAINS]
+    newest = onnx.defs.onnx_opset_version()
+    if not opsets and any(n.domain in _DEFAULT_DOMAINS for n in model.graph.node):
+        return "it declares no ONNX opset (opset_import has no entry for the default domain)"
+    if opsets and not 1 <= max(opsets) <= newest:
+        # ops of a future opset may have semantics no importer here knows: never import them silently
+        return f"ONNX opset {max(opsets)} is not supported (the installed onnx {onnx.__version__} knows 1..{newest})"
     if not model.HasField("graph"):
         return "it has no graph"
     graph = model.graph

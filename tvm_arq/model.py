@@ -83,14 +83,15 @@ class QuantizedModel:
 
     def run(self, *inputs: np.ndarray):
         """Run on this machine; returns a numpy array (or a tuple for several outputs)."""
-        specs = [(p.name, tuple(int(d) for d in p.ty.shape.values), str(p.ty.dtype)) for p in self.ir["main"].params]
+        specs = [(p.name, tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else -1 for d in p.ty.shape.values),
+                  str(p.ty.dtype)) for p in self.ir["main"].params]
         if len(inputs) != len(specs):
             raise ValueError(f"model takes {len(specs)} input(s) {[s[0] for s in specs]}, got {len(inputs)}")
         args = []
         for (name, shape, dtype), x in zip(specs, inputs, strict=True):
             x = np.asarray(x)
-            if x.shape != shape:
-                raise ValueError(f"input {name!r}: expected shape {shape}, got {x.shape}")
+            if len(x.shape) != len(shape) or any(d not in (-1, e) for e, d in zip(x.shape, shape, strict=True)):
+                raise ValueError(f"input {name!r}: expected shape {shape} (-1: any), got {x.shape}")
             args.append(tvm.runtime.tensor(np.ascontiguousarray(x.astype(dtype, copy=False))))
         return _to_numpy(self._vm()["main"](*args))
 

@@ -22,8 +22,17 @@ from .config import RangeKind
 
 #: smallest scale we ever emit: keeps ``x / s`` finite for any float32 input
 MIN_SCALE = 1e-8
+#: largest scale we ever emit: every grid point ``s * (q - z)`` (``|q - z| <= 255``) stays finite in float32
+MAX_SCALE = 1.3e36
 MAX_RSHIFT = 62
 MIN_RSHIFT = 1
+
+
+class QuantizationError(ValueError):
+    """The integer program cannot represent the model exactly (accumulator overflow, degenerate scales).
+
+    Raised at compile time, naming the layer; never a silently wrong model.
+    """
 
 
 def dtype_range(dtype: str) -> tuple[int, int]:
@@ -106,7 +115,7 @@ def choose_qparams(alpha: float, beta: float, kind: RangeKind, dtype: str, rule:
         c = (alpha + beta) / 2.0
         z = int(-np.round(c / s))
         z = int(np.clip(z, -128, 127))
-    s = float(np.float32(s))
+    s = float(np.float32(min(s, MAX_SCALE)))
     return QParams(scale=s, zero_point=z + offset, dtype=dtype, kind=kind, alpha=alpha, beta=beta, rule=rule)
 
 
@@ -139,12 +148,19 @@ def quantize_weights_per_channel(w: np.ndarray, axis: int = 0) -> tuple[np.ndarr
     return q, scales
 
 
-def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+def quantize_multiplier(real: np.ndarray | float, saturate: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Represent positive real multipliers as ``M0 * 2**-rshift`` (integer-only requantization).
 
     Returns int32 arrays ``(M0, rshift)`` with ``M0`` in ``[2**30, 2**31)`` and ``rshift`` in ``[1, 62]``.
-    Multipliers too small to matter (``< 2**-32``) become ``M0 = 0`` (the output is the zero point);
-    multipliers ``>= 2**30`` are rejected.
+    Multipliers below ``2**-32`` keep ``rshift = 62`` with a smaller ``M0 = round(real * 2**62)`` (absolute
+    error ``<= 2**-63``), down to ``M0 = 0`` below ``2**-63``, where ``|acc * real| < 1/2`` for any
+    accumulator below ``2**62`` and the output is the zero point, exactly as the real product rounds.
+
+    Multipliers ``>= 2**30`` (an output scale absurdly finer than the accumulator's, e.g. a calibrated
+    output range that is all zero) are rejected, unless ``saturate``: then they become the largest
+    representable one, ``(2**31 - 1) * 2**-1``. That is exact whenever the value multiplied is an integer
+    and the output range is narrower than ``2**29`` (8/16-bit outputs): a zero stays zero and any
+    non-zero integer lands beyond the clamp on the same side either way.
     """
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     if np.any(~np.isfinite(real)) or np.any(real < 0):
@@ -155,10 +171,13 @@ def quantize_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarra
     m0 = np.where(carry, m0 // 2, m0)
     e = np.where(carry, e + 1, e)
     rshift = 31 - e
-    if np.any((rshift < MIN_RSHIFT) & (real > 0)):
+    huge = (rshift < MIN_RSHIFT) & (real > 0)
+    if np.any(huge) and not saturate:
         raise OverflowError(f"requantization multiplier {real.max():.3g} is too large (>= 2**30)")
+    m0 = np.where(huge, (1 << 31) - 1, m0)
+    rshift = np.where(huge, MIN_RSHIFT, rshift)
     tiny = (rshift > MAX_RSHIFT) | (real == 0)
-    m0 = np.where(tiny, 0, m0)
+    m0 = np.where(tiny, np.rint(np.ldexp(np.minimum(real, 1.0), MAX_RSHIFT)).astype(np.int64), m0)
     rshift = np.where(tiny, MAX_RSHIFT, rshift)
     return m0.astype(np.int32), rshift.astype(np.int32)
 
@@ -171,11 +190,18 @@ def requantize_np(acc: np.ndarray, m0: np.ndarray, rshift: np.ndarray) -> np.nda
     return (acc * m0 + (np.int64(1) << (rshift - 1))) >> rshift
 
 
+#: largest rescale multiplier of :func:`common_multipliers`: ``sum_i |q_i - z_i| * M_i`` stays in int64 for
+#: up to 64 inputs of up to 16 bits
+MAX_RESCALE_MULT = 2**40
+
+
 def common_multipliers(reals: list[float], bits: int = 30) -> tuple[list[int], int]:
     """Multipliers sharing one right shift: ``real_i ~= M_i * 2**-shift`` with ``max M_i < 2**bits``.
 
     Used by add/concat, whose inputs are rescaled to the output scale and summed in int64 before a
-    single rounding.
+    single rounding. Factors ``>= 2**(bits - 1)`` (an output scale far finer than an input's, e.g. a sum
+    that cancels on the calibration data) keep their precision with larger multipliers, up to
+    :data:`MAX_RESCALE_MULT`; beyond that :class:`QuantizationError`.
     """
     reals = [float(r) for r in reals]
     if any(not np.isfinite(r) or r < 0 for r in reals):
@@ -185,8 +211,13 @@ def common_multipliers(reals: list[float], bits: int = 30) -> tuple[list[int], i
         return [0] * len(reals), 1
     e = int(np.frexp(rmax)[1])  # rmax < 2**e
     shift = bits - e
+    if shift < 1:
+        shift = MAX_RESCALE_MULT.bit_length() - 1 - e
     shift = int(np.clip(shift, 1, 40))
     ms = [int(np.rint(r * 2.0**shift)) for r in reals]
-    if max(ms) >= 2**31:
-        raise OverflowError(f"rescale factor {rmax:.3g} too large")
+    if max(ms) >= MAX_RESCALE_MULT:
+        raise QuantizationError(
+            f"rescale factor {rmax:.3g} is too large for int64 arithmetic: the output scale is degenerate "
+            "compared with an input's (calibrate with more representative data or a clipping calibrator)"
+        )
     return ms, shift

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from tvm import relax
 
 from .config import QuantConfig, RangeKind, Scheme
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
-from .passes.analysis import QuantPlan, plan_quantization
+from .passes.analysis import QuantPlan, Role, plan_quantization
 from .passes.graph import tensor_shape
 from .qmath import QParams, choose_qparams
 
@@ -51,6 +51,9 @@ def normalize_sample(sample, specs, index: int) -> list[np.ndarray]:
         if missing:
             raise CalibrationError(f"calibration sample {index}: missing input(s) {missing}; got keys {list(sample)}")
         arrays = [sample[n] for n, _, _ in specs]
+        extra = [k for k in sample if k not in {n for n, _, _ in specs}]
+        if extra and index == 0:  # documented: extra keys (labels, file names, ...) are ignored
+            logger.warning("calibration samples carry key(s) %s that are not model inputs: ignored", extra)
     elif isinstance(sample, list | tuple):
         arrays = list(sample)
     else:
@@ -66,18 +69,49 @@ def normalize_sample(sample, specs, index: int) -> list[np.ndarray]:
         if a.shape != shape and a.shape == shape[1:] and shape[0] == 1:
             a = a[None]
         if a.shape != shape:
+            hint = " (layout must be the model's, e.g. NCHW)"
+            if len(shape) == 4 and a.shape[-3:] == (shape[2], shape[3], shape[1]) and shape[1] != shape[3]:
+                hint = " (this looks like NHWC: the model takes NCHW, use x.transpose(0, 3, 1, 2))"
             raise CalibrationError(
                 f"calibration sample {index}, input {name!r}: shape {a.shape} does not match the model's {shape}"
-                " (layout must be the model's, e.g. NCHW)"
+                + hint
             )
-        if not np.issubdtype(a.dtype, np.number):
-            raise CalibrationError(f"calibration sample {index}, input {name!r}: non-numeric dtype {a.dtype}")
-        a = a.astype(dtype, copy=False)
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise CalibrationError(f"calibration sample {index}, input {name!r}: non-real dtype {a.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are reported just below
+            a = a.astype(dtype, copy=False)
         if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
             bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
             raise CalibrationError(f"calibration sample {index}, input {name!r}: {bad} NaN/Inf value(s)")
         out.append(np.ascontiguousarray(a))
     return out
+
+
+def _samples(calibration: Iterable) -> Iterator:
+    """Iterate the user's calibration data; a failure of the iterable itself names the sample it was on."""
+    if isinstance(calibration, str | bytes | Mapping) or (isinstance(calibration, np.ndarray) and calibration.ndim == 0):
+        raise CalibrationError(
+            f"calibration must be an iterable of samples (arrays, tuples or dicts), not one {type(calibration).__name__}"
+        )
+    try:
+        source = iter(calibration)
+    except TypeError:
+        raise CalibrationError(
+            f"calibration must be an iterable of samples (arrays, tuples or dicts), not {type(calibration).__name__}"
+        ) from None
+    i = 0
+    while True:
+        try:
+            sample = next(source)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise CalibrationError(
+                f"the calibration data raised {type(e).__name__} while producing sample {i} "
+                f"(after {i} good sample(s)): {e}"
+            ) from e
+        yield sample
+        i += 1
 
 
 def compile_host(mod: tvm.IRModule) -> relax.VirtualMachine:
@@ -99,7 +133,9 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
     vm = compile_host(cal_mod)
     observers = {p: make_observer(config.calibrator) for p in plan.points}
     n = 0
-    it = tqdm(calibration, desc="calibrating", unit="sample", disable=not progress, leave=False)
+    total = len(calibration) if hasattr(calibration, "__len__") and not isinstance(calibration, str | bytes) else None
+    it = tqdm(_samples(calibration), total=total, desc="calibrating", unit="sample", disable=not progress,
+              leave=False)
     for i, sample in enumerate(it):
         arrays = normalize_sample(sample, specs, i)
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
@@ -131,7 +167,9 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
             amax = max(abs(lo), abs(hi))
             ratio = min(abs(lo), abs(hi)) / amax if amax > 0 else 1.0
             if p in plan.producer_nonneg:
-                kind, rule = RangeKind.ONE_SIDED, "non-negative producer (ReLU/ReLU6/clip>=0): one-sided"
+                op_plan = plan.ops.get(p)
+                what = op_plan.reason if op_plan is not None and op_plan.role is Role.LUT else "ReLU/ReLU6/clip>=0"
+                kind, rule = RangeKind.ONE_SIDED, f"non-negative producer ({what}): one-sided"
             elif lo >= 0.0:
                 kind, rule = RangeKind.ONE_SIDED, f"observed min {lo:.4g} >= 0: one-sided"
             elif ratio >= config.symmetric_tolerance:
@@ -162,11 +200,13 @@ class QuantizationResult:
 def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfig, act_dtype: str,
                     progress: bool = True) -> QuantizationResult:
     """Quantize a float module (constants bound) to an integer module."""
+    input_specs(mod)  # a dynamic input shape is the reason, not "nothing to quantize"
     plan = plan_quantization(mod, config.skip_ops)
     if not plan.points:
-        raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat)")
+        raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "
+                         "build it with scheme='float' to compile it unquantized")
     observers = calibrate(mod, calibration, plan, config, progress=progress)
     qparams = select_qparams(plan, observers, config, act_dtype)
     qdq = AnnotateQuantization(plan, qparams)(mod)
-    int_mod = RealizeInteger()(qdq)
+    int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)

@@ -20,6 +20,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from .kernels.reference_layouts import register as _register_layout_twins
 from .passes.graph import bindings_of
 from .qmath import requantize_np
 
@@ -128,6 +129,55 @@ def qclamp(x, *, lo, hi):
     return np.clip(x, lo, hi).astype(x.dtype)
 
 
+def qlut(x, table, *, axis, qmin, fn=""):
+    col = x.astype(np.int64) - qmin
+    if axis < 0 or table.shape[0] == 1:
+        return table[0][col]
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    rows = np.arange(x.shape[axis]).reshape(shape)
+    return table[rows, col]
+
+
+def qmul(a, b, *, out_shape, zps, m0, rshift, zp_y, qlo, qhi, out_dtype):
+    prod = (a.astype(np.int64) - zps[0]) * (b.astype(np.int64) - zps[1])
+    y = ((prod * np.int64(m0) + (np.int64(1) << (rshift - 1))) >> rshift) + zp_y
+    return np.broadcast_to(np.clip(y, qlo, qhi), tuple(out_shape)).astype(out_dtype)
+
+
+def qresize_nearest(x, iy, ix):
+    return x[:, :, iy.astype(np.int64)][:, :, :, ix.astype(np.int64)]
+
+
+def qresize_bilinear(x, ty, tx, *, bits):
+    x64 = x.astype(np.int64)
+    ty = ty.astype(np.int64)
+    tx = tx.astype(np.int64)
+    one = np.int64(1) << bits
+    wy = ty[2][:, None]
+    wx = tx[2][None, :]
+
+    def at(r: int, c: int) -> np.ndarray:
+        return x64[:, :, ty[r]][:, :, :, tx[c]]
+
+    top = (one - wx) * at(0, 0) + wx * at(0, 1)
+    bot = (one - wx) * at(1, 0) + wx * at(1, 1)
+    v = (one - wy) * top + wy * bot + (np.int64(1) << (2 * bits - 1))
+    return (v >> (2 * bits)).astype(x.dtype)
+
+
+def qpad(x, *, pads, value):
+    return _pad(x, [tuple(p) for p in pads], value)
+
+
+def qsoftmax(x, table, *, axis, mult, shift, zp_y, qlo, qhi, out_dtype):
+    x64 = x.astype(np.int64)
+    e = table.astype(np.int64)[x64.max(axis=axis, keepdims=True) - x64]
+    den = e.sum(axis=axis, keepdims=True) << np.int64(shift)
+    y = np.floor_divide(2 * e * np.int64(mult) + den, 2 * den) + zp_y
+    return np.clip(y, qlo, qhi).astype(out_dtype)
+
+
 def quantize(x, *, scale, zp, qlo, qhi, out_dtype):
     v = np.rint(x.astype(np.float32) / np.float32(scale)) + np.float32(zp)
     return np.clip(v, qlo, qhi).astype(out_dtype)
@@ -146,9 +196,17 @@ KERNELS_NP = {
     "qavgpool2d": qavgpool2d,
     "qmean_hw": qmean_hw,
     "qclamp": qclamp,
+    "qlut": qlut,
+    "qmul": qmul,
+    "qresize_nearest": qresize_nearest,
+    "qresize_bilinear": qresize_bilinear,
+    "qpad": qpad,
+    "qsoftmax": qsoftmax,
     "quantize": quantize,
     "dequantize": dequantize,
 }
+# twins of the target-layout kernels of tvm_arq.passes.layout (NHWC, packed weights)
+_register_layout_twins(KERNELS_NP)
 
 #: shape-only Relax ops computed directly on integer tensors
 _SHAPE_OPS = {
@@ -158,6 +216,22 @@ _SHAPE_OPS = {
     "relax.squeeze": lambda x, attrs: np.squeeze(x, None if attrs.axis is None else tuple(int(a) for a in attrs.axis)),
     "relax.expand_dims": lambda x, attrs: np.expand_dims(x, tuple(int(a) for a in attrs.axis)),
 }
+
+
+def _ints(expr) -> list[int]:
+    """Integers of a Relax tuple of PrimValues / a ShapeExpr."""
+    if isinstance(expr, relax.ShapeExpr):
+        return [int(v) for v in expr.values]
+    return [int(f.value) for f in expr.fields]
+
+
+def strided_slice(x: np.ndarray, axes, begin, end, strides) -> np.ndarray:
+    """``relax.strided_slice`` on a numpy array (Python slice semantics: out-of-range ends clamp)."""
+    sl = [slice(None)] * x.ndim
+    strides = strides if strides else [1] * len(axes)
+    for a, b, e, st in zip(axes, begin, end, strides, strict=True):
+        sl[a % x.ndim] = slice(b, e, st)
+    return x[tuple(sl)]
 
 
 class ReferenceInterpreter:
@@ -212,6 +286,10 @@ class ReferenceInterpreter:
             if kname in ("qadd", "qconcat"):
                 return KERNELS_NP[kname](args, **params)
             return KERNELS_NP[kname](*args, **params)
+        if opname == "relax.strided_slice":
+            x = self._eval(call.args[0], env)
+            strides = _ints(call.args[4]) if len(call.args) > 4 and call.args[4] is not None else None
+            return strided_slice(x, _ints(call.args[1]), _ints(call.args[2]), _ints(call.args[3]), strides)
         if opname in _SHAPE_OPS:
             x = self._eval(call.args[0], env)
             if opname == "relax.reshape":
@@ -243,7 +321,9 @@ class ReferenceInterpreter:
             self._float_cache[key] = relax.VirtualMachine(ex, tvm.cpu())
         vm = self._float_cache[key]
         res = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args])
-        return res.numpy()
+        if hasattr(res, "numpy"):
+            return res.numpy()
+        return tuple(r.numpy() for r in res)
 
     def run(self, *inputs: np.ndarray):
         env: dict[str, object] = {}

@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import fcntl
+import functools
 import importlib
 import json
 import logging
@@ -58,6 +60,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from .kernels.schedules import ApplyDefaultSchedules
 from .target import TargetInfo, resolve_target
 
 __all__ = [
@@ -69,10 +72,12 @@ __all__ = [
     "load_cpu_tensor_intrinsics",
     "open_database",
     "prepare_for_tuning",
+    "register_kernel_rules",
     "register_vnni_intrinsic",
     "tune",
     "tuned_record_counts",
     "tuning_target",
+    "work_dir_lock",
 ]
 
 logger = logging.getLogger(__name__)
@@ -506,19 +511,58 @@ def _repair_json_lines(path: Path, n_workloads: int | None = None) -> int:
     return dropped
 
 
+_LOCK_FILE = ".tvm_arq_tune.lock"
+_held_locks: dict[Path, list[Any]] = {}  # work dir -> [RLock, open lock file or None, depth]
+_held_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``work_dir`` exclusively: one tuning database writer at a time, across processes and threads.
+
+    MetaSchedule's ``JSONDatabase`` numbers workloads in memory and appends records that refer to those
+    numbers, so two processes appending to one database attach records to each other's workloads. The
+    lock (``fcntl.flock`` on ``work_dir/.tvm_arq_tune.lock``; the kernel drops it when a holder dies, even
+    by SIGKILL) is re-entrant within a thread; a second process waits for the first to finish, then sees
+    its records.
+    """
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    with _held_locks_guard:
+        entry = _held_locks.setdefault(work, [threading.RLock(), None, 0])
+    with entry[0]:
+        if entry[2] == 0:
+            fh = open(work / _LOCK_FILE, "a+b")  # noqa: SIM115 - closed when the outermost holder exits
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.warning("tuning database %s is in use by another process: waiting for it", work)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            entry[1] = fh
+        entry[2] += 1
+        try:
+            yield
+        finally:
+            entry[2] -= 1
+            if entry[2] == 0:
+                fh, entry[1] = entry[1], None
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fh.close()
+
+
 def open_database(work_dir: str | os.PathLike[str]) -> ms.database.JSONDatabase:
     """Open (or create) the JSON tuning database in ``work_dir``, repairing a killed run's tail."""
     work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    wl_path, rec_path = work / _WORKLOAD_FILE, work / _RECORD_FILE
-    _repair_json_lines(wl_path)
-    n_workloads = (
-        sum(1 for line in wl_path.read_text().splitlines() if line.strip()) if wl_path.exists() else 0
-    )
-    _repair_json_lines(rec_path, n_workloads)
-    return ms.database.JSONDatabase(
-        path_workload=str(wl_path), path_tuning_record=str(rec_path), allow_missing=True
-    )
+    with work_dir_lock(work):  # never repair (rewrite) the files while another process appends to them
+        wl_path, rec_path = work / _WORKLOAD_FILE, work / _RECORD_FILE
+        _repair_json_lines(wl_path)
+        n_workloads = (
+            sum(1 for line in wl_path.read_text().splitlines() if line.strip()) if wl_path.exists() else 0
+        )
+        _repair_json_lines(rec_path, n_workloads)
+        return ms.database.JSONDatabase(
+            path_workload=str(wl_path), path_tuning_record=str(rec_path), allow_missing=True
+        )
 
 
 def _as_database(database: ms.database.Database | str | os.PathLike[str]) -> ms.database.Database:
@@ -691,14 +735,27 @@ def _plan_tasks(
     extracted = [t for t in extracted if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
     if not extracted:
         return []
+    # kernels with a tvm_arq template (tensorized conv, depthwise) are searched in the template's space
+    # only; MetaSchedule's generic rules would re-tile, re-inline or move the stages of the template
+    templated = {id(t) for t in extracted if _is_templated(t.dispatched[0])}
+    contexts, weights = [], []
     with _meta_schedule_logging(config.verbose):
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=extracted,
-            work_dir=str(config.work_dir),
-            strategy=_make_strategy(config),
-            num_threads=config.threads,
-            seed=config.seed,
-        )
+        for group, space in (
+            ([t for t in extracted if id(t) not in templated], "post-order-apply"),
+            ([t for t in extracted if id(t) in templated], None),
+        ):
+            if not group:
+                continue
+            ctxs, ws = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=group,
+                work_dir=str(config.work_dir),
+                space=space if space is not None else _template_space(),
+                strategy=_make_strategy(config),
+                num_threads=config.threads,
+                seed=config.seed,
+            )
+            contexts += ctxs
+            weights += ws
     per_task_cap = config.trials_per_task or config.trials
     counts = tuned_record_counts(database, [ctx.mod for ctx in contexts])
     planned = []
@@ -715,6 +772,36 @@ def _plan_tasks(
     return planned
 
 
+def register_kernel_rules() -> None:
+    """Register the schedule templates of :mod:`tvm_arq.kernels` as MetaSchedule custom rules.
+
+    Their kernels carry a ``schedule_rule`` block annotation naming a global function
+    ``s_tir.meta_schedule.cpu.<rule>``, which must exist in the tuning process (and the tensor
+    intrinsics they use in every process that applies a database). Idempotent.
+    """
+    from .kernels import arm, riscv, x86
+
+    x86.register()
+    arm.register()
+    riscv.register()
+
+
+def _is_templated(mod: IRModule) -> bool:
+    from .kernels.schedules import rule_of
+
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return any(rule_of(f) is not None for f in funcs)
+
+
+def _template_space() -> ms.space_generator.PostOrderApply:
+    """Design space of a templated kernel: the template's custom rule alone, tile sizes mutated."""
+    return ms.space_generator.PostOrderApply(
+        sch_rules=[ms.schedule_rule.ApplyCustomRule()],
+        postprocs=[ms.postproc.DisallowDynamicLoop()],
+        mutator_probs={ms.mutator.MutateTileSize(): 1.0},
+    )
+
+
 def _make_strategy(config: TuneConfig) -> ms.search_strategy.EvolutionarySearch:
     per_iter = min(config.trials_per_iter, config.trials)
     population = config.population_size or int(np.clip(8 * per_iter, 64, 512))
@@ -724,6 +811,18 @@ def _make_strategy(config: TuneConfig) -> ms.search_strategy.EvolutionarySearch:
     )
 
 
+def _one_writer_per_work_dir(fn: Any) -> Any:
+    """Run ``tune`` holding :func:`work_dir_lock` of ``config.work_dir``."""
+
+    @functools.wraps(fn)
+    def locked(mod: IRModule, target: Any, config: TuneConfig, params: Mapping[str, Any] | None = None) -> Any:
+        with work_dir_lock(config.work_dir):
+            return fn(mod, target, config, params)
+
+    return locked
+
+
+@_one_writer_per_work_dir
 def tune(
     mod: IRModule,
     target: Any,
@@ -767,6 +866,7 @@ def tune(
 
     _check_runner(config, info)
     load_cpu_tensor_intrinsics()
+    register_kernel_rules()
     prepared = prepare_for_tuning(mod, tgt, params)
     planned = _plan_tasks(prepared, tgt, config, database)
     if not planned:
@@ -875,6 +975,7 @@ def compile_tuned(
     tgt = tuning_target(info, num_threads)
     db = _as_database(database)
     load_cpu_tensor_intrinsics()  # database traces may tensorize with dot_16x4_vnni etc.
+    register_kernel_rules()
     # Same preparation as tune(): re-running AnnotateTIROpPattern on fused kernels adds an
     # "op_pattern" attribute that changes the workload key, so the database must be applied to
     # exactly this module (not handed to compile_relax, which would prepare it a second time).
@@ -884,6 +985,8 @@ def compile_tuned(
     @tvm.transform.module_pass(opt_level=3, name="tvm_arq.ApplyTunedAndLower")
     def _apply_and_lower(module: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         module = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(module)
+        # templated kernels the database does not cover get their default (tensorized) schedule
+        module = ApplyDefaultSchedules()(module)
         kernels = [f for f in module.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
         stats["kernels"] = len(kernels)
         stats["tuned"] = sum(

@@ -14,6 +14,12 @@ KERNELS = {
     "qavgpool2d": generic.qavgpool2d_nchw,
     "qmean_hw": generic.qmean_hw,
     "qclamp": generic.qclamp,
+    "qlut": generic.qlut,
+    "qmul": generic.qmul,
+    "qresize_nearest": generic.qresize_nearest,
+    "qresize_bilinear": generic.qresize_bilinear,
+    "qpad": generic.qpad,
+    "qsoftmax": generic.qsoftmax,
     "quantize": generic.quantize,
     "dequantize": generic.dequantize,
 }

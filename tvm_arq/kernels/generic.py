@@ -249,3 +249,107 @@ def dequantize(q, *, scale: float, zp: int):
         lambda *i: (q(*i).astype(I32) - tirx.const(zp, I32)).astype("float32") * tirx.const(scale, "float32"),
         name="dequantize",
     )
+
+
+def qlut(x, table, *, axis: int, qmin: int, fn: str = ""):
+    """Lookup-table activation: ``y = table[c, x - qmin]`` (``c`` = index along ``axis``, or 0).
+
+    ``table`` is ``[rows, 256]`` in the output dtype, computed at compile time (one row, or one row per
+    channel for per-channel constants such as PReLU slopes). ``fn`` only names the activation.
+    """
+    del fn
+    per_channel = axis >= 0 and int(table.shape[0]) > 1
+
+    def f(*i):
+        row = i[axis] if per_channel else tirx.const(0, "int64")
+        col = x(*i).astype(I64) - tirx.const(qmin, I64)
+        return table[row, col]
+
+    return te.compute(x.shape, f, name="qlut")
+
+
+def qmul(a, b, *, out_shape, zps: Sequence[int], m0: int, rshift: int, zp_y: int, qlo: int, qhi: int,
+         out_dtype: str):
+    """Element-wise product of two quantized tensors (with broadcasting), integer requantization:
+    ``y = clip(((q_a - z_a) * (q_b - z_b) * M0 + 2**(rshift-1)) >> rshift) + z_y)``."""
+    nd = len(out_shape)
+
+    def f(*idx):
+        va = a(*_bcast_index(a, nd, idx)).astype(I64) - tirx.const(zps[0], I64)
+        vb = b(*_bcast_index(b, nd, idx)).astype(I64) - tirx.const(zps[1], I64)
+        v = (va * vb * tirx.const(m0, I64) + tirx.const(1 << (rshift - 1), I64)) >> tirx.const(rshift, I64)
+        return _clamp(v + tirx.const(zp_y, I64), qlo, qhi, I64).astype(out_dtype)
+
+    return te.compute(out_shape, f, name="qmul")
+
+
+def qresize_nearest(x, iy, ix):
+    """Nearest-neighbour resize (NCHW) as a gather: ``y[n, c, i, j] = x[n, c, iy[i], ix[j]]``.
+
+    The source indices (int32 tables) are computed at compile time from the resize attributes."""
+    n, c = x.shape[0], x.shape[1]
+    return te.compute((n, c, iy.shape[0], ix.shape[0]),
+                      lambda b, k, i, j: x[b, k, iy[i], ix[j]], name="qresize_nearest")
+
+
+def qresize_bilinear(x, ty, tx, *, bits: int):
+    """Bilinear resize (NCHW) with integer weights, same scale and zero point as the input.
+
+    ``ty`` / ``tx`` are ``[3, out]`` int32 tables ``(i0, i1, w1)`` with ``w1`` in ``[0, 2**bits]``;
+    ``y = (sum_{a,b} wy_a * wx_b * x[i_a, j_b] + 2**(2*bits-1)) >> (2*bits)`` in int64 (round half up).
+    """
+    n, c = x.shape[0], x.shape[1]
+    one = tirx.const(1 << bits, I64)
+
+    def f(b, k, i, j):
+        y0, y1, wy = ty[0, i], ty[1, i], ty[2, i].astype(I64)
+        x0, x1, wx = tx[0, j], tx[1, j], tx[2, j].astype(I64)
+        top = (one - wx) * x[b, k, y0, x0].astype(I64) + wx * x[b, k, y0, x1].astype(I64)
+        bot = (one - wx) * x[b, k, y1, x0].astype(I64) + wx * x[b, k, y1, x1].astype(I64)
+        v = (one - wy) * top + wy * bot + tirx.const(1 << (2 * bits - 1), I64)
+        return (v >> tirx.const(2 * bits, I64)).astype(x.dtype)
+
+    return te.compute((n, c, ty.shape[1], tx.shape[1]), f, name="qresize_bilinear")
+
+
+def qpad(x, *, pads: Sequence[Sequence[int]], value: int):
+    """Constant padding in the integer domain: ``value`` is the quantized pad value (the zero point for
+    a real 0)."""
+    return pad_const(x, [tuple(p) for p in pads], value, name="qpad")
+
+
+def qsoftmax(x, table, *, axis: int, mult: int, shift: int, zp_y: int, qlo: int, qhi: int, out_dtype: str):
+    """Integer softmax along ``axis``.
+
+    ``e = table[max(q) - q]`` (``table[k] = round(exp(-s_x * k) * 2**20)``, compile time), then
+    ``y = z_y + round(e * mult / (sum(e) * 2**shift))`` with ``mult = round(2**shift / s_y)``, all in
+    int64 (floor division of non-negative numbers, round half up).
+    """
+    nd = len(x.shape)
+    axis = axis % nd
+    n = x.shape[axis]
+    red_shape = [1 if i == axis else x.shape[i] for i in range(nd)]
+
+    def along(idx, j):
+        src = list(idx)
+        src[axis] = j
+        return src
+
+    r = te.reduce_axis((0, n), name="r")
+    mx = te.compute(red_shape, lambda *i: te.max(x(*along(i, r)), axis=r), name="qmax")
+    r2 = te.reduce_axis((0, n), name="r2")
+    zero = tirx.const(0, I64)
+
+    def e(idx, mx_idx):
+        return table[mx(*mx_idx).astype(I64) - x(*idx).astype(I64)].astype(I64)
+
+    sm = te.compute(red_shape, lambda *i: te.sum(e(along(i, r2), i), axis=r2), name="qsum")
+
+    def f(*i):
+        i0 = along(i, zero)
+        den = sm(*i0) << tirx.const(shift, I64)
+        num = e(i, i0) * tirx.const(mult, I64)
+        v = tirx.floordiv(num * tirx.const(2, I64) + den, den * tirx.const(2, I64)) + tirx.const(zp_y, I64)
+        return _clamp(v, qlo, qhi, I64).astype(out_dtype)
+
+    return te.compute(x.shape, f, name="qsoftmax")

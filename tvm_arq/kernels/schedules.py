@@ -1,0 +1,366 @@
+"""Schedule templates of the NHWC integer kernels: tensorized register tiles with tunable sizes.
+
+Every heavy kernel of :mod:`tvm_arq.kernels.nhwc` carries a block annotation
+``schedule_rule = <rule name>``. One template per kernel family serves twice:
+
+- as a **MetaSchedule custom rule**: ``ApplyCustomRule`` (the first of MetaSchedule's default CPU
+  rules) calls the global function ``s_tir.meta_schedule.cpu.<rule name>``, registered here, which
+  applies the template with its tile sizes *sampled* (``sample_perfect_tile``), so the tuner searches
+  a space in which every candidate is tensorized (and never one that is not);
+- as the **default schedule** of untuned builds (:func:`apply_default_schedules`): the same template
+  with tile sizes from a register-budget heuristic.
+
+The packed conv template (a dense layer is a 1x1 conv) tiles the output into
+``th x tw`` pixels x ``to`` blocks of ``lanes`` output channels, keeps the ``th*tw*to`` accumulators
+of a tile in vector registers across the whole reduction (``KH, KW, C/kgroup``), calls the target's
+dot-product intrinsic on each ``[sub_lanes, kgroup]`` block, and requantizes the tile right after
+its reduction (the epilogue is computed at the tile, so int32 accumulators never reach memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+
+from .nhwc import SCHEDULE_RULE
+
+logger = logging.getLogger(__name__)
+
+#: ``op_pattern`` of scheduled kernels: opaque, so FuseOps never merges them with neighbours
+OPAQUE = 8
+
+
+@dataclass(frozen=True)
+class PackedConvTarget:
+    """How a target runs the packed conv kernel.
+
+    Attributes
+    ----------
+    rule
+        Name of the MetaSchedule custom rule (block annotation value).
+    lanes, kgroup
+        Weight packing ``[O/lanes, KH, KW, C/kgroup, lanes, kgroup]``.
+    domain_dtype
+        Activation dtype the dot product takes (``uint8`` for VNNI, ``int8`` for ``sdot``).
+    intrin
+        Tensor intrinsic for a ``[sub_lanes, kgroup]`` block, or ``None`` to vectorize the lanes
+        (LLVM picks the widening multiply-accumulate, e.g. RISC-V ``vwmacc``).
+    sub_lanes
+        Output channels per intrinsic call.
+    acc_budget
+        Accumulator blocks of ``lanes`` channels that fit the register file with room to spare.
+    max_tile_w
+        Largest output-column tile sampled by the tuner.
+    epilogue_vector
+        Vector width of the requantization epilogue.
+    vectorize_pad
+        Vectorize the padding stage (off for RISC-V V, where TVM 0.27's codegen rejects it next to a
+        vectorized consumer: "lanes_match").
+    """
+
+    rule: str
+    lanes: int
+    kgroup: int
+    domain_dtype: str | None
+    intrin: str | None
+    sub_lanes: int
+    acc_budget: int
+    max_tile_w: int
+    epilogue_vector: int = 16
+    vectorize_pad: bool = True
+
+
+@dataclass(frozen=True)
+class DepthwiseTarget:
+    """How a target runs the NHWC depthwise kernel (vectorized along channels)."""
+
+    rule: str
+    max_vector: int
+    acc_budget: int
+    vectorize_pad: bool = True
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """Register tile of the packed conv template (output rows, columns, lane blocks, loop order)."""
+
+    th: int
+    tw: int
+    to: int
+    channel_outer: bool = False
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def default_conv_tile(oh: int, ow: int, oblocks: int, cfg: PackedConvTarget) -> ConvTile:
+    """Largest register tile within ``cfg.acc_budget`` (prefer wide rows, then two lane blocks)."""
+    best: tuple[tuple[int, int, int], ConvTile] | None = None
+    for to in _divisors(oblocks):
+        if to > 4:
+            continue
+        for tw in _divisors(ow):
+            if tw > cfg.max_tile_w:
+                continue
+            for th in _divisors(oh):
+                if th > 4:
+                    continue
+                size = th * tw * to
+                if size > cfg.acc_budget:
+                    continue
+                key = (size, tw, -th)
+                if best is None or key > best[0]:
+                    best = (key, ConvTile(th, tw, to))
+    assert best is not None
+    tile = best[1]
+    # deep layers: many weights, few pixels -> iterate channel blocks outermost (weights stay cached)
+    return ConvTile(tile.th, tile.tw, tile.to, channel_outer=oh * ow < 16 * 16)
+
+
+def _loop_extent(sch: s_tir.Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _producer_compute(sch: s_tir.Schedule, block):
+    """The padding/shift stage feeding ``block`` inside the same PrimFunc, if any."""
+    out = []
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith("pad"):
+            out.append(p)
+    return out
+
+
+def _schedule_elementwise(sch: s_tir.Schedule, block, vector: int, vectorize: bool = True) -> None:
+    """Parallelize the outer loops of a root-level element-wise stage, vectorize its innermost."""
+    loops = sch.get_loops(block)
+    if len(loops) >= 3:
+        outer = sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0]
+        sch.parallel(outer)
+    inner = loops[-1]
+    if not vectorize:
+        return
+    ext = _loop_extent(sch, inner)
+    if ext >= vector and ext % vector == 0:
+        _, vi = sch.split(inner, [None, vector])
+        sch.vectorize(vi)
+    elif ext <= 64:
+        sch.vectorize(inner)
+
+
+def schedule_packed_conv(sch: s_tir.Schedule, block, cfg: PackedConvTarget, tile: ConvTile | None = None,
+                         channel_outer: bool = False) -> None:
+    """Apply the packed conv template to ``block``.
+
+    With ``tile=None`` the tile sizes are sampled (MetaSchedule design space) and ``channel_outer``
+    picks the loop order; otherwise ``tile`` fixes both.
+    """
+    consumers = sch.get_consumers(block)
+    pads = _producer_compute(sch, block)
+    b, i, j, o, ry, rx, rc = sch.get_loops(block)
+    oh, ow, ob = _loop_extent(sch, i), _loop_extent(sch, j), _loop_extent(sch, o) // cfg.lanes
+    oo, oi = sch.split(o, [None, cfg.lanes])
+    rco, rci = sch.split(rc, [None, cfg.kgroup])
+    if tile is None:
+        fi = sch.sample_perfect_tile(i, n=2, max_innermost_factor=4)
+        fj = sch.sample_perfect_tile(j, n=2, max_innermost_factor=cfg.max_tile_w)
+        fo = sch.sample_perfect_tile(oo, n=2, max_innermost_factor=4)
+    else:
+        fi, fj, fo = [oh // tile.th, tile.th], [ow // tile.tw, tile.tw], [ob // tile.to, tile.to]
+        channel_outer = tile.channel_outer
+    io, ii = sch.split(i, fi)
+    jo, ji = sch.split(j, fj)
+    ooo, ooi = sch.split(oo, fo)
+    outer = [b, ooo, io, jo] if channel_outer else [b, io, jo, ooo]
+    if cfg.sub_lanes < cfg.lanes:
+        lane_loops = list(sch.split(oi, [None, cfg.sub_lanes]))
+    else:
+        lane_loops = [oi]
+    inner = [ii, ji, ooi, rci, *lane_loops] if cfg.intrin is None else [ii, ji, ooi, *lane_loops, rci]
+    sch.reorder(*outer, ry, rx, rco, *inner)
+    fused = sch.fuse(*outer)
+    sch.parallel(fused)
+    for c in consumers:
+        sch.reverse_compute_at(c, fused, preserve_unit_loops=True)
+        last = sch.get_loops(c)[-1]
+        ext = _loop_extent(sch, last)
+        vec = min(cfg.epilogue_vector, ext)
+        if ext % vec == 0:
+            _, lv = sch.split(last, [None, vec])
+            sch.vectorize(lv)
+    if cfg.intrin is None:
+        # (vectorize before decompose_reduction: a reduction block without init cannot be vectorized)
+        sch.vectorize(lane_loops[-1])
+    init = sch.decompose_reduction(block, ry)
+    n_inner = len(inner) - (1 if cfg.intrin is not None else 0)
+    init_inner = sch.get_loops(init)[-n_inner:]
+    sch.vectorize(init_inner[-1])
+    for lp in init_inner[:-1]:
+        sch.unroll(lp)
+    if cfg.intrin is not None:
+        sch.tensorize(lane_loops[-1], cfg.intrin)
+        for lp in [ii, ji, ooi, *lane_loops[:-1]]:
+            sch.unroll(lp)
+    else:
+        for lp in [ii, ji, ooi, rci, *lane_loops[:-1]]:
+            sch.unroll(lp)
+    for p in pads:
+        _schedule_elementwise(sch, p, 64, cfg.vectorize_pad)
+
+
+def schedule_depthwise(sch: s_tir.Schedule, block, cfg: DepthwiseTarget, tile: tuple[int, int] | None = None) -> None:
+    """NHWC depthwise template: channels vectorized, a row segment of ``tw`` pixels in registers."""
+    consumers = sch.get_consumers(block)
+    pads = _producer_compute(sch, block)
+    b, i, j, k, ry, rx = sch.get_loops(block)
+    c, ow = _loop_extent(sch, k), _loop_extent(sch, j)
+    if tile is None:
+        fk = sch.sample_perfect_tile(k, n=2, max_innermost_factor=cfg.max_vector)
+        fj = sch.sample_perfect_tile(j, n=2, max_innermost_factor=8)
+    else:
+        tw, vec = tile
+        fk, fj = [c // vec, vec], [ow // tw, tw]
+    ko, ki = sch.split(k, fk)
+    jo, ji = sch.split(j, fj)
+    sch.reorder(b, i, jo, ko, ry, rx, ji, ki)
+    fused = sch.fuse(b, i)
+    sch.parallel(fused)
+    for cons in consumers:
+        sch.reverse_compute_at(cons, ko, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(cons)[-1])
+    sch.vectorize(ki)
+    sch.unroll(ji)
+    sch.unroll(rx)
+    init = sch.decompose_reduction(block, ry)
+    il = sch.get_loops(init)
+    sch.vectorize(il[-1])
+    sch.unroll(il[-2])
+    for p in pads:
+        _schedule_elementwise(sch, p, 64, cfg.vectorize_pad)
+
+
+def default_depthwise_tile(ow: int, c: int, cfg: DepthwiseTarget) -> tuple[int, int]:
+    """``(tw, vector)``: the widest channel vector dividing ``C``, then the widest pixel run that fits."""
+    vec = max(d for d in _divisors(c) if d <= cfg.max_vector)
+    blocks = max(1, vec // 16)
+    tw = max(d for d in _divisors(ow) if d * blocks <= cfg.acc_budget and d <= 8)
+    return tw, vec
+
+
+# --------------------------------------------------------------------------------------------------
+# registry of rules
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str  # "packed_conv" | "depthwise"
+    cfg: PackedConvTarget | DepthwiseTarget
+
+
+_RULES: dict[str, _Rule] = {}
+
+
+def _custom_rule(rule: _Rule) -> Callable:
+    def apply(sch: s_tir.Schedule, block) -> list[s_tir.Schedule]:
+        if rule.kind == "packed_conv":
+            alt = sch.copy()
+            schedule_packed_conv(sch, block, rule.cfg, channel_outer=False)
+            # a second design space: lane blocks outermost (deep layers: weights stay in cache)
+            schedule_packed_conv(alt, block, rule.cfg, channel_outer=True)
+            return [sch, alt]
+        schedule_depthwise(sch, block, rule.cfg)
+        return [sch]
+
+    return apply
+
+
+def register_rule(kind: str, cfg: PackedConvTarget | DepthwiseTarget) -> str:
+    """Register a template as MetaSchedule custom rule ``s_tir.meta_schedule.cpu.<cfg.rule>`` (idempotent)."""
+    rule = _Rule(kind, cfg)
+    if _RULES.get(cfg.rule) != rule:
+        _RULES[cfg.rule] = rule
+        tvm_ffi.register_global_func(f"s_tir.meta_schedule.cpu.{cfg.rule}", _custom_rule(rule), override=True)
+    return cfg.rule
+
+
+def _rule_block(sch: s_tir.Schedule) -> tuple[str, str] | None:
+    """``(block name, rule name)`` of the first top-level block annotated with one of our rules."""
+    root = sch.get_sblock("root")
+    for blk in sch.get_child_blocks(root):
+        node = sch.get(blk)
+        if SCHEDULE_RULE in node.annotations:
+            name = str(node.annotations[SCHEDULE_RULE])
+            if name in _RULES:
+                return node.name_hint, name
+    return None
+
+
+def rule_of(func: tirx.PrimFunc) -> tuple[str, str] | None:
+    """``(block name, rule name)`` of the block of ``func`` annotated with one of our rules, if any."""
+    return _rule_block(s_tir.Schedule(tvm.IRModule({"main": func})))
+
+
+def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """Schedule one kernel with its template and heuristic tile sizes; ``None`` if it has no rule
+    (or is already scheduled)."""
+    if func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False)):
+        return None
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    hit = _rule_block(sch)
+    if hit is None:
+        return None
+    block_name, rule_name = hit
+    rule = _RULES[rule_name]
+    block = sch.get_sblock(block_name)
+    loops = sch.get_loops(block)
+    if rule.kind == "packed_conv":
+        cfg = rule.cfg
+        oh, ow, ob = (_loop_extent(sch, loops[k]) for k in (1, 2, 3))
+        schedule_packed_conv(sch, block, cfg, default_conv_tile(oh, ow, ob // cfg.lanes, cfg))
+    else:
+        ow, c = _loop_extent(sch, loops[2]), _loop_extent(sch, loops[3])
+        schedule_depthwise(sch, block, rule.cfg, default_depthwise_tile(ow, c, rule.cfg))
+    out = sch.mod["main"]
+    return out.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", OPAQUE)
+
+
+@tvm.transform.module_pass(opt_level=0, name="tvm_arq.ApplyDefaultSchedules")
+class ApplyDefaultSchedules:
+    """Give every templated kernel of a module its default (untuned) schedule."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        from ..tune import register_kernel_rules
+
+        register_kernel_rules()  # templates and intrinsics (idempotent)
+        updates = {}
+        for gv, func in mod.functions.items():
+            if isinstance(func, tirx.PrimFunc):
+                new = apply_default_schedule(func)
+                if new is not None:
+                    updates[gv] = new
+        if not updates:
+            return mod
+        mod = mod.clone()  # never mutate the pass input
+        for gv, func in updates.items():
+            mod.update_func(gv, func)
+        return mod
+
+
+__all__ = [
+    "ApplyDefaultSchedules",
+    "ConvTile",
+    "DepthwiseTarget",
+    "PackedConvTarget",
+    "apply_default_schedule",
+    "default_conv_tile",
+    "default_depthwise_tile",
+    "register_rule",
+    "rule_of",
+    "schedule_depthwise",
+    "schedule_packed_conv",
+]
