@@ -79,3 +79,9 @@ def test_ppocr_direction_classifier_int8_within_one_point():
     assert acc32 > 0.9
     assert acc8 >= acc32 - 0.01
     np.testing.assert_array_equal(hyb.run(xe[:1]), hyb.reference(xe[:1]))
+
+
+def test_deploy_is_callable_package():
+    assert callable(tvm_arq.deploy)
+    assert issubclass(tvm_arq.deploy.DeployError, Exception)
+    assert tvm_arq.deploy.EmulatedBoard is not None
