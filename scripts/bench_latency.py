@@ -1,0 +1,468 @@
+"""Latency benchmark on this machine: tuned fp32 / symmetric int8 / hybrid int8 (TVM) vs onnxruntime.
+
+For every model, in **one process and one run**:
+
+- ``tvm_fp32``: the float model, tuned with MetaSchedule;
+- ``tvm_int8_symmetric`` / ``tvm_int8_hybrid``: ``tvm_arq`` integer builds (symmetric activations vs the
+  hybrid asymmetric scheme), converted to the target's kernels (:mod:`tvm_arq.passes.layout`: NHWC,
+  packed weights, ``vpdpbusd``) and tuned with the same trial budget as fp32, each with its own
+  tuning database;
+- ``ort_fp32`` / ``ort_int8``: onnxruntime on the same ONNX model, and on its ``quantize_static`` QDQ
+  version (per-channel int8 weights, uint8 activations, MinMax) calibrated on the **same** samples.
+
+Every variant runs with the same number of threads (``--threads``, default 2: TVM's thread pool via
+``TVM_NUM_THREADS``, onnxruntime's ``intra_op_num_threads``). Latency is measured per inference with
+``time.perf_counter`` around the Python call (the same harness for both engines), in interleaved rounds
+(each round runs every variant once) so that load changes on a shared machine hit all variants alike;
+the tables report the median and the 90th percentile. Within a round each variant runs ``--block``
+times back to back after a short pause (the worker threads of the previous variant stop spinning).
+
+Tuning databases persist in ``--work-dir`` (default ``tuning/latency``): re-running resumes an
+interrupted run and re-uses finished tuning. Results are written after every model to
+``--out``/``latency.json`` (records ``{model, target, variant, median_ms, p90_ms, trials, ...}``) and
+``latency.md``.
+
+Usage::
+
+    python scripts/bench_latency.py --trials 300                       # all models
+    python scripts/bench_latency.py --models mnist_cnn --trials 64     # one model
+    python scripts/bench_latency.py --quick                            # smoke run: MNIST, 16 trials
+    nohup python scripts/bench_latency.py --trials 300 > results/latency.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("bench_latency")
+
+REPO = Path(__file__).resolve().parent.parent
+TVM_VARIANTS = ("tvm_fp32", "tvm_int8_symmetric", "tvm_int8_hybrid")
+ORT_VARIANTS = ("ort_fp32", "ort_int8")
+VARIANTS = TVM_VARIANTS + ORT_VARIANTS
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class Workload:
+    """An ONNX model, its input and calibration samples (batch 1 each)."""
+
+    name: str
+    onnx_model: Any  # path or onnx.ModelProto
+    input_name: str
+    shape: tuple[int, ...]
+    calibration: list[np.ndarray]
+    sample: np.ndarray
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _efficientnet(n_calib: int) -> Workload:
+    from tvm_arq import datasets, zoo
+
+    crops = datasets.photo_crops(n_calib + 1, 224, seed=0, split="calib")
+    x = zoo.efficientnet_lite0_preprocess(crops).astype(np.float32)
+    return Workload("efficientnet_lite0", zoo.efficientnet_lite0(), "input", (1, 3, 224, 224),
+                    [c[None] for c in x[:n_calib]], x[n_calib:][:1])
+
+
+def _yolox(n_calib: int) -> Workload:
+    from tvm_arq import assets, zoo
+
+    x, _ = zoo.yolox_detection_set(n_calib + 1, seed=1, split="calib")
+    x = x.astype(np.float32)
+    return Workload("yolox_tiny", str(assets.fetch("yolox_tiny")), "images", (1, 3, 416, 416),
+                    [c[None] for c in x[:n_calib]], x[n_calib:][:1])
+
+
+def _mnist(n_calib: int) -> Workload:
+    from tvm_arq import zoo
+
+    xtr, _ = zoo.mnist_train()
+    order = np.random.default_rng(0).permutation(len(xtr))[: n_calib + 1]
+    x = xtr[order].astype(np.float32).reshape(-1, 1, 28, 28)
+    return Workload("mnist_cnn", str(zoo.mnist_cnn()), "input", (1, 1, 28, 28), [c[None] for c in x[:n_calib]],
+                    x[n_calib:][:1])
+
+
+def _ppocr_cls(n_calib: int) -> Workload:
+    from tvm_arq import assets, datasets
+
+    x, _ = datasets.text_direction_set(n_calib + 1, seed=1)
+    x = x.astype(np.float32)
+    return Workload("ppocr_cls", str(assets.fetch("ppocr_cls")), "x", (1, 3, 48, 192), [c[None] for c in x[:n_calib]],
+                    x[n_calib:][:1])
+
+
+WORKLOADS: dict[str, Callable[[int], Workload]] = {
+    "efficientnet_lite0": _efficientnet,
+    "yolox_tiny": _yolox,
+    "mnist_cnn": _mnist,
+    "ppocr_cls": _ppocr_cls,
+}
+DEFAULT_MODELS = ("efficientnet_lite0", "yolox_tiny", "mnist_cnn")
+
+
+def _onnx_input_name(model: Any) -> str:
+    import onnx
+
+    m = model if hasattr(model, "graph") else onnx.load(str(model))
+    inits = {i.name for i in m.graph.initializer}
+    return next(i.name for i in m.graph.input if i.name not in inits)
+
+
+# ------------------------------------------------------------------------------------------ onnxruntime
+def ort_session(model: Any, threads: int):  # noqa: ANN201 - onnxruntime.InferenceSession
+    """An onnxruntime CPU session with ``threads`` intra-op threads and full graph optimization."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else Path(model).read_bytes()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def ort_quantize(w: Workload, dst: Path) -> Path:
+    """``quantize_static`` QDQ (per-channel int8 weights, uint8 activations, MinMax) on ``w.calibration``."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(w.calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {w.input_name: x}
+
+    model = w.onnx_model if hasattr(w.onnx_model, "graph") else onnx.load(str(w.onnx_model))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset < 13:  # per-channel DequantizeLinear needs opset 13
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, 13)
+    src = dst.with_name(dst.stem + "_float.onnx")
+    onnx.save(model, str(src))
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ TVM builds
+def count_tasks(mod: Any, info: Any, threads: int) -> int:
+    """Number of MetaSchedule tasks of a module (to size ``trials_per_iter``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_arq.tune import prepare_for_tuning, register_kernel_rules, tuning_target
+
+    register_kernel_rules()
+    tgt = tuning_target(info, threads)
+    tasks = ms.relax_integration.extract_tasks(prepare_for_tuning(mod, tgt), tgt)
+    return sum(1 for t in tasks if not (t.mod.attrs and t.mod.attrs.get("tirx.is_scheduled", False)))
+
+
+@dataclass
+class Built:
+    """A compiled TVM variant and how it was made."""
+
+    executable: Any
+    trials_budget: int
+    trials_measured: int
+    tasks: int
+    tune_seconds: float
+    compile_seconds: float
+
+
+def build_tvm(mod: Any, info: Any, trials: int, work_dir: Path, threads: int, progress: bool) -> Built:
+    """Tune (``trials > 0``) and compile one module; an integer module is first lowered for the target."""
+    import tvm
+
+    from tvm_arq.build import lower_for_target
+    from tvm_arq.kernels.schedules import ApplyDefaultSchedules
+    from tvm_arq.tune import TuneConfig, compile_tuned, open_database, tune
+
+    lowered = lower_for_target(mod, info)
+    n_tasks = count_tasks(lowered, info, threads)
+    if trials <= 0:
+        t0 = time.perf_counter()
+        ex = tvm.compile(ApplyDefaultSchedules()(lowered), target=info.target)
+        return Built(ex, 0, 0, n_tasks, 0.0, time.perf_counter() - t0)
+    # every task gets at least one search iteration, so no kernel of any variant stays unscheduled
+    per_iter = int(np.clip(trials // max(1, n_tasks), 2, 32))
+    cfg = TuneConfig(trials=trials, trials_per_iter=per_iter, work_dir=work_dir, num_threads=threads,
+                     progress=progress)
+    t0 = time.perf_counter()
+    db = tune(lowered, info, cfg)
+    tune_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ex = compile_tuned(lowered, info, db, num_threads=threads)
+    compile_s = time.perf_counter() - t0
+    measured = len(open_database(work_dir).get_all_tuning_records())
+    return Built(ex, trials, measured, n_tasks, tune_s, compile_s)
+
+
+# ------------------------------------------------------------------------------------------ timing
+def measure(runners: dict[str, Callable[[], Any]], rounds: int, block: int, warmup: int, max_seconds: float,
+            pause: float = 0.05) -> dict[str, list[float]]:
+    """Interleaved timing in rounds; in each round every variant runs ``block`` times back to back.
+
+    Worker threads of both engines spin for a while after a call (onnxruntime's intra-op pool, TVM's
+    pool): a pause before each block lets the previous variant's threads go idle, so no variant is
+    measured against another one's spinning threads. Stops after ``rounds`` or ``max_seconds``.
+    """
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    t_end = time.perf_counter() + max_seconds
+    for r in range(rounds):
+        for name, fn in runners.items():
+            time.sleep(pause)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        if r >= 3 and time.perf_counter() > t_end:
+            break
+    return times
+
+
+# ------------------------------------------------------------------------------------------ reporting
+def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> None:
+    """``latency.json`` (records + run metadata) and ``latency.md`` (tables and ratios)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latency.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    lines = [
+        "# Latency on this machine (batch 1)",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Machine: {meta['machine']}; target `{meta['target']}`; **{meta['threads']} threads for every variant** "
+        f"(TVM thread pool `TVM_NUM_THREADS`, onnxruntime `intra_op_num_threads`). Tuning: MetaSchedule, "
+        f"xgb cost model, {meta['trials']} trials per TVM variant and model (fp32, symmetric and hybrid alike, "
+        "separate databases). Timing: per inference, `time.perf_counter` around the Python call for both "
+        "engines, interleaved rounds; load average at start "
+        f"{meta['loadavg_start']}, at end {meta.get('loadavg_end', '?')} (a shared machine: absolute numbers are "
+        "noisy, ratios within a model are measured side by side).",
+        "",
+        "| model | variant | median ms | p90 ms | trials (measured) | tasks | tuning s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        by_model.setdefault(r["model"], {})[r["variant"]] = r
+        trials = f"{r['trials']} ({r.get('trials_measured', '-')})" if r["variant"].startswith("tvm") else "-"
+        tasks = r.get("tasks", "-") if r["variant"].startswith("tvm") else "-"
+        tune_s = f"{r['tune_seconds']:.0f}" if r.get("tune_seconds") else "-"
+        lines.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {trials} | "
+                     f"{tasks} | {tune_s} |")
+    lines += [
+        "",
+        "Ratios of medians (lower latency is better; `a / b` < 1 means `a` is faster):",
+        "",
+        "| model | hybrid / symmetric | fp32 / hybrid (int8 speed-up) | hybrid / ort_int8 | hybrid / ort_fp32 "
+        "| ort_fp32 / ort_int8 | tuning wall time (all TVM variants) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def ratio(v: dict[str, dict[str, Any]], a: str, b: str) -> str:
+        if a in v and b in v:
+            return f"{v[a]['median_ms'] / v[b]['median_ms']:.2f}"
+        return "-"
+
+    for model, v in by_model.items():
+        wall = sum(r.get("tune_seconds") or 0 for r in v.values())
+        lines.append(
+            f"| {model} | {ratio(v, 'tvm_int8_hybrid', 'tvm_int8_symmetric')} | "
+            f"{ratio(v, 'tvm_fp32', 'tvm_int8_hybrid')} | {ratio(v, 'tvm_int8_hybrid', 'ort_int8')} | "
+            f"{ratio(v, 'tvm_int8_hybrid', 'ort_fp32')} | {ratio(v, 'ort_fp32', 'ort_int8')} | "
+            f"{wall / 60:.1f} min |"
+        )
+    if meta.get("notes"):
+        lines += ["", *meta["notes"]]
+    (out_dir / "latency.md").write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ main
+def bench_model(name: str, args: argparse.Namespace, info: Any) -> list[dict[str, Any]]:
+    """Build, tune and time every variant of one model."""
+    import tvm
+    from tvm import relax
+
+    import tvm_arq
+    from tvm_arq.build import prepare
+    from tvm_arq.config import QuantConfig, Scheme
+    from tvm_arq.quantize import quantize_module
+
+    w = WORKLOADS[name](args.calib)
+    w.input_name = _onnx_input_name(w.onnx_model)
+    logger.info("[%s] importing", name)
+    mod, params = tvm_arq.from_onnx(w.onnx_model, shape={w.input_name: w.shape})
+    fmod = prepare(mod, params)
+    mods: dict[str, Any] = {"tvm_fp32": fmod}
+    for scheme in (Scheme.SYMMETRIC, Scheme.HYBRID):
+        key = f"tvm_int8_{scheme.value}"
+        if key not in args.variants:
+            continue
+        logger.info("[%s] quantizing (%s, %d calibration samples)", name, scheme.value, len(w.calibration))
+        res = quantize_module(fmod, w.calibration, QuantConfig(scheme=scheme), info.act_dtype, progress=False)
+        if res.plan.fallbacks:
+            logger.warning("[%s] %s float fallbacks: %s", name, scheme.value, res.plan.fallbacks)
+        mods[key] = res.int_mod
+    dev = tvm.cpu()
+    runners: dict[str, Callable[[], Any]] = {}
+    built: dict[str, Built] = {}
+    x_tvm = tvm.runtime.tensor(np.ascontiguousarray(w.sample))
+    outputs: dict[str, np.ndarray] = {}
+    for key in TVM_VARIANTS:
+        if key not in args.variants or key not in mods:
+            continue
+        logger.info("[%s] %s: tuning %d trials", name, key, args.trials)
+        b = build_tvm(mods[key], info, args.trials, args.work_dir / name / key, args.threads, args.progress)
+        built[key] = b
+        logger.info("[%s] %s: %d tasks, %d records, tuned in %.0f s, compiled in %.0f s", name, key, b.tasks,
+                    b.trials_measured, b.tune_seconds, b.compile_seconds)
+        f = relax.VirtualMachine(b.executable, dev)["main"]
+        outputs[key] = _first(f(x_tvm))
+        runners[key] = (lambda f=f: f(x_tvm))
+    if args.check and "tvm_int8_hybrid" in mods:
+        from tvm_arq.reference import ReferenceInterpreter
+
+        want = _first_np(ReferenceInterpreter(mods["tvm_int8_hybrid"]).run(w.sample))
+        exact = bool(np.array_equal(outputs["tvm_int8_hybrid"], want))
+        logger.info("[%s] hybrid build bit-exact against the reference interpreter: %s", name, exact)
+        if not exact:
+            raise SystemExit(f"{name}: the tuned hybrid build differs from the reference interpreter")
+    feeds = {w.input_name: np.ascontiguousarray(w.sample)}
+    if "ort_fp32" in args.variants:
+        s32 = ort_session(w.onnx_model, args.threads)
+        runners["ort_fp32"] = (lambda s=s32: s.run(None, feeds))
+    if "ort_int8" in args.variants:
+        qpath = ort_quantize(w, args.work_dir / name / "ort_qdq.onnx")
+        s8 = ort_session(qpath, args.threads)
+        runners["ort_int8"] = (lambda s=s8: s.run(None, feeds))
+    logger.info("[%s] timing %s", name, ", ".join(runners))
+    times = measure(runners, args.rounds, args.block, args.warmup, args.max_seconds)
+    records = []
+    for key, ts in times.items():
+        rec: dict[str, Any] = {
+            "model": name, "target": str(info), "variant": key,
+            "median_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)), "runs": len(ts),
+            "threads": args.threads, "trials": args.trials if key.startswith("tvm") else 0,
+        }
+        if key in built:
+            b = built[key]
+            rec.update(trials_measured=b.trials_measured, tasks=b.tasks, tune_seconds=round(b.tune_seconds, 1),
+                       compile_seconds=round(b.compile_seconds, 1))
+        records.append(rec)
+        logger.info("[%s] %-20s median %.3f ms  p90 %.3f ms", name, key, rec["median_ms"], rec["p90_ms"])
+    return records
+
+
+def _first(res: Any) -> np.ndarray:
+    if hasattr(res, "numpy"):
+        return res.numpy()
+    return res[0].numpy()
+
+
+def _first_np(res: Any) -> np.ndarray:
+    return res if isinstance(res, np.ndarray) else np.asarray(res[0])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None, choices=sorted(WORKLOADS),
+                   help=f"models (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--trials", type=int, default=None, help="MetaSchedule trials per TVM variant and model "
+                   "(default 300; --quick 16; 0 = untuned default schedules)")
+    p.add_argument("--threads", type=int, default=2, help="threads of every variant (default 2)")
+    p.add_argument("--calib", type=int, default=16, help="calibration samples (TVM and onnxruntime alike)")
+    p.add_argument("--rounds", type=int, default=30, help="max timing rounds")
+    p.add_argument("--block", type=int, default=10, help="runs of each variant per round (back to back)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="timing budget per model")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--work-dir", type=Path, default=REPO / "tuning" / "latency",
+                   help="tuning databases (re-used: a re-run resumes)")
+    p.add_argument("--out", type=Path, default=REPO / "results")
+    p.add_argument("--target", default="host", help="tvm_arq target (must run here)")
+    p.add_argument("--check", action="store_true", help="check the hybrid build against the reference interpreter")
+    p.add_argument("--quick", action="store_true", help="smoke run: MNIST only, 16 trials, few rounds")
+    p.add_argument("--progress", action="store_true", help="tqdm bars while tuning")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models = args.models or ["mnist_cnn"]
+        args.trials = 16 if args.trials is None else args.trials
+        args.rounds = min(args.rounds, 10)
+        args.max_seconds = min(args.max_seconds, 10.0)
+    args.models = args.models or list(DEFAULT_MODELS)
+    args.trials = 300 if args.trials is None else args.trials
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # before TVM creates its thread pool
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("tvm_arq").setLevel(logging.WARNING)
+    logging.getLogger("tvm_arq.tune").setLevel(logging.INFO)
+    from tvm_arq.target import resolve_target
+
+    info = resolve_target(args.target)
+    if not info.is_host:
+        raise SystemExit(f"target {info} does not run on this machine")
+    argv_s = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    meta: dict[str, Any] = {
+        "command": f"python scripts/bench_latency.py {argv_s}".strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, LLVM CPU "
+                   f"{info.to_dict().get('mcpu', '?')}",
+        "target": str(info), "threads": args.threads, "trials": args.trials,
+        "loadavg_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out_json = args.out / "latency.json"
+    records: list[dict[str, Any]] = []
+    if out_json.exists() and args.models != list(DEFAULT_MODELS):
+        # keep the other models' rows of an earlier run
+        old = json.loads(out_json.read_text()).get("records", [])
+        records = [r for r in old if r["model"] not in args.models]
+    t_all = time.perf_counter()
+    for name in args.models:
+        t0 = time.perf_counter()
+        new = bench_model(name, args, info)
+        records = [r for r in records if r["model"] != name] + new
+        meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+        meta.setdefault("wall_minutes", {})[name] = round((time.perf_counter() - t0) / 60, 1)
+        write_results(records, args.out, meta)
+        logger.info("[%s] done in %.1f min; results in %s", name, (time.perf_counter() - t0) / 60, args.out)
+    logger.info("all done in %.1f min", (time.perf_counter() - t_all) / 60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
