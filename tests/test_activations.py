@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -21,12 +22,12 @@ from tvm.relax import op as R
 
 from tests.graphs import hard_sigmoid, hardswish_decomposed
 from tvm_arq.config import QuantConfig, RangeKind, Scheme
-from tvm_arq.passes import AnnotateQuantization, plan_quantization
+from tvm_arq.passes import AnnotateQuantization, RealizeInteger, plan_quantization
 from tvm_arq.passes.analysis import Role
-from tvm_arq.passes.elementwise import grow_region, lut_table
+from tvm_arq.passes.elementwise import grow_region, lut_table, saturation_interval
 from tvm_arq.passes.realize import resize_linear_table, resize_source_index
 from tvm_arq.qmath import choose_qparams
-from tvm_arq.quantize import compile_host, quantize_module
+from tvm_arq.quantize import QuantizationResult, calibrate, compile_host, quantize_module, select_qparams
 from tvm_arq.reference import ReferenceInterpreter
 
 RNG = np.random.default_rng(0)
@@ -93,12 +94,30 @@ def _data(n: int, shape=SHAPE, scale: float = 2.5, skew: float = 0.3, seed: int 
 
 def _bitexact(mod, scheme, act_dtype, data):
     res = quantize_module(mod, data, QuantConfig(scheme=scheme), act_dtype, progress=False)
+    return res, _check_bitexact(res, data)
+
+
+def _check_bitexact(res, data):
     assert not res.plan.fallbacks, res.plan.fallbacks
     vm = compile_host(res.int_mod)
     ref = ReferenceInterpreter(res.int_mod)
     for x in data[:2]:
         np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref.run(x))
-    return res, vm
+    return vm
+
+
+def _bitexact_combos(mod, data, combos=COMBOS):
+    """Bit-exactness under every (scheme, storage dtype), calibrating once (observers are shared)."""
+    plan = plan_quantization(mod)
+    observers = calibrate(mod, data, plan, QuantConfig(), progress=False)
+    out = []
+    for scheme, dt in combos:
+        qparams = select_qparams(plan, observers, QuantConfig(scheme=scheme), dt)
+        qdq = AnnotateQuantization(plan, qparams)(mod)
+        res = QuantizationResult(mod, plan, qparams, qdq, RealizeInteger(plan)(qdq))
+        _check_bitexact(res, data)
+        out.append(res)
+    return out
 
 
 def _kernels(mod) -> list[str]:
@@ -117,10 +136,7 @@ def _kernels(mod) -> list[str]:
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_activation_bitexact_one_table(name):
     build, _f, _lip, _pname = ACTIVATIONS[name]
-    mod = _module(build)
-    data = _data(3)
-    for scheme, dt in COMBOS:
-        res, _ = _bitexact(mod, scheme, dt, data)
+    for res in _bitexact_combos(_module(build), _data(3)):
         assert _kernels(res.int_mod) == ["dequantize", "qconv2d", "qlut", "quantize"]
 
 
@@ -183,6 +199,32 @@ def test_lut_table_rows_per_channel_and_rounding():
         np.testing.assert_array_equal(t[c], np.clip(np.rint(y / np.float64(np.float32(0.04))) - 10, -128, 127))
 
 
+def test_saturation_interval():
+    def region(name):
+        mod = _module(ACTIVATIONS[name][0], conv=False)
+        func = mod["main"]
+        v2v = relax.analysis.get_var2val(func)
+        return grow_region(func.body.blocks[0].bindings[-2].var, v2v, lambda v: True)
+
+    lo, hi = saturation_interval([region("hard_sigmoid")], -20.0, 20.0)
+    assert -2.52 <= lo <= -2.49 and 2.49 <= hi <= 2.52  # exactly flat outside +-2.5
+    lo, hi = saturation_interval([region("hardswish_onnx")], -20.0, 20.0)
+    assert -3.02 <= lo <= -2.85 and hi > 19.9  # flat below -3 (and within half a step of the ends)
+    lo, hi = saturation_interval([region("silu_sigmoid_mul")], -20.0, 20.0)
+    assert -8 < lo < -4 and hi > 19.9  # within half an output step of SiLU(-20) below lo
+    assert saturation_interval([region("leaky_relu")], -20.0, 20.0)[0] < -19.0
+
+
+@pytest.mark.parametrize(("scheme", "clipped"), [(Scheme.HYBRID, True), (Scheme.SYMMETRIC, False)])
+def test_hybrid_clips_lookup_table_inputs_where_they_saturate(scheme, clipped):
+    mod = _module(ACTIVATIONS["hard_sigmoid"][0])
+    res = quantize_module(mod, _data(3, scale=6.0), QuantConfig(scheme=scheme), "int8", progress=False)
+    conv_out = res.plan.points[1]
+    assert res.plan.lut_inputs == {conv_out: [res.plan.points[2]]}
+    q = res.qparams[conv_out]
+    assert (q.beta < 2.6) == clipped and ("saturate" in q.rule) == clipped
+
+
 def test_silu_with_shared_sigmoid_is_table_plus_mul():
     """When sigmoid(x) has another consumer, SiLU cannot be one table: sigmoid is, and x * s is a qmul."""
 
@@ -227,12 +269,11 @@ def _se(bb, x):
     return bb.emit(R.multiply(x, g))
 
 
-@pytest.mark.parametrize(("scheme", "act_dtype"), COMBOS)
-def test_squeeze_excitation_mul_bitexact(scheme, act_dtype):
-    res, vm = _bitexact(_module(_se), scheme, act_dtype, _data(3))
-    assert _kernels(res.int_mod).count("qmul") == 1
-    mul = [o for o in res.plan.ops.values() if o.role is Role.MUL]
-    assert len(mul) == 1 and mul[0].name == res.plan.points[-1]
+def test_squeeze_excitation_mul_bitexact():
+    for res in _bitexact_combos(_module(_se), _data(3)):
+        assert _kernels(res.int_mod).count("qmul") == 1
+        mul = [o for o in res.plan.ops.values() if o.role is Role.MUL]
+        assert len(mul) == 1 and mul[0].name == res.plan.points[-1]
 
 
 @pytest.mark.parametrize("act_dtype", ["int8", "uint8"])
@@ -265,11 +306,17 @@ def _float_op(name_or_body, y: np.ndarray) -> np.ndarray:
     return compile_host(_module(body, shape=y.shape, conv=False))["main"](tvm.runtime.tensor(y)).numpy()
 
 
-def _conv_then(body, scheme, act_dtype, data):
+@functools.cache
+def _conv_only(scheme, act_dtype):
+    data = _data(3)
+    return _bitexact(_module(lambda bb, y: y), scheme, act_dtype, data)[1], data
+
+
+def _conv_then(body, scheme, act_dtype):
     """Integer builds of ``x -> conv`` and ``x -> conv -> body`` (same weights, same calibration)."""
-    _, vm_a = _bitexact(_module(lambda bb, y: y), scheme, act_dtype, data)
+    vm_a, data = _conv_only(scheme, act_dtype)
     res_b, vm_b = _bitexact(_module(body), scheme, act_dtype, data)
-    return vm_a, res_b, vm_b
+    return vm_a, res_b, vm_b, data
 
 
 MOVES = {
@@ -295,8 +342,7 @@ MOVES = {
 @pytest.mark.parametrize("name", list(MOVES))
 @pytest.mark.parametrize(("scheme", "act_dtype"), [(Scheme.HYBRID, "int8"), (Scheme.SYMMETRIC, "uint8")])
 def test_data_movement_is_exact(name, scheme, act_dtype):
-    data = _data(3)
-    vm_a, res, vm_b = _conv_then(MOVES[name], scheme, act_dtype, data)
+    vm_a, res, vm_b, data = _conv_then(MOVES[name], scheme, act_dtype)
     assert len(res.plan.points) == 2  # x and the conv output: the op keeps its input's parameters
     for x in data:
         y = vm_a["main"](tvm.runtime.tensor(x)).numpy()  # dequantized conv output
@@ -309,8 +355,7 @@ def test_bilinear_resize_integer_weights(mode, act_dtype):
     def body(bb, x):
         return bb.emit(R.image.resize2d(x, (11, 8), method="linear", coordinate_transformation_mode=mode))
 
-    data = _data(3)
-    vm_a, res, vm_b = _conv_then(body, Scheme.HYBRID, act_dtype, data)
+    vm_a, res, vm_b, data = _conv_then(body, Scheme.HYBRID, act_dtype)
     assert _kernels(res.int_mod) == ["dequantize", "qconv2d", "qresize_bilinear", "quantize"]
     s = res.qparams[res.plan.points[-1]].scale
     for x in data:

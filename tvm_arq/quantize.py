@@ -23,6 +23,7 @@ from tvm import relax
 from .config import QuantConfig, RangeKind, Scheme
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization
+from .passes.elementwise import saturation_interval
 from .passes.graph import tensor_shape
 from .qmath import QParams, choose_qparams
 
@@ -153,17 +154,34 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
     return observers
 
 
+#: clip a lookup-table input to its saturation interval only if that narrows the range by >= 10 %
+SATURATION_GAIN = 0.9
+
+
 def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str) -> dict[str, QParams]:
-    """Choose the range kind per quantization point (the hybrid rule) and its parameters."""
+    """Choose the range kind per quantization point (the hybrid rule) and its parameters.
+
+    In the hybrid scheme a tensor read only by lookup-table activations is first limited to the part
+    of its observed range where those tables still move
+    (:func:`~tvm_arq.passes.elementwise.saturation_interval`: a hard-sigmoid input is flat beyond
+    +-2.5, a SiLU input below about -7); the kind is chosen on that interval and the calibrated range
+    is clipped to it.
+    """
     out = {}
     for p in plan.points:
         obs = observers[p]
         lo, hi = float(obs.min), float(obs.max)
+        sat = None
         if config.scheme is Scheme.SYMMETRIC:
             kind, rule = RangeKind.SYMMETRIC, "symmetric scheme"
         elif config.scheme is Scheme.ASYMMETRIC:
             kind, rule = RangeKind.ASYMMETRIC, "asymmetric scheme"
         else:
+            if p in plan.lut_inputs:
+                x_lo, x_hi = saturation_interval([plan.luts[t] for t in plan.lut_inputs[p]], lo, hi)
+                if x_hi - x_lo < SATURATION_GAIN * (hi - lo):
+                    sat = (min(x_lo, 0.0), max(x_hi, 0.0))  # the grid always holds real 0
+                    lo, hi = max(lo, sat[0]), min(hi, sat[1])
             amax = max(abs(lo), abs(hi))
             ratio = min(abs(lo), abs(hi)) / amax if amax > 0 else 1.0
             if p in plan.producer_nonneg:
@@ -182,6 +200,15 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
                     " redistributed asymmetric"
                 )
         alpha, beta = obs.compute_range(kind)
+        if sat is not None:
+            if kind is RangeKind.SYMMETRIC:
+                a = min(max(-alpha, beta), max(-sat[0], sat[1]))
+                alpha, beta = -a, a
+            else:
+                alpha, beta = max(alpha, sat[0]), min(beta, sat[1])
+            fns = sorted({plan.ops[t].reason.removeprefix("lookup table: ") for t in plan.lut_inputs[p]})
+            rule += (f"; read only by lookup table(s) {', '.join(fns)}, which saturate outside "
+                     f"[{sat[0]:.4g}, {sat[1]:.4g}] (observed [{obs.min:.4g}, {obs.max:.4g}]): range clipped there")
         out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
     return out
 

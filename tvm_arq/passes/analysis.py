@@ -116,6 +116,9 @@ class QuantPlan:
         ``(var name, op name, reason)`` of ops kept in float that sit inside the quantized graph.
     luts
         Lookup-table regions by output var name.
+    lut_inputs
+        Quantization points read only by lookup tables: point -> output names of those tables (the
+        hybrid scheme clips such a point's range where the tables saturate).
     """
 
     ops: dict[str, OpPlan] = field(default_factory=dict)
@@ -124,6 +127,7 @@ class QuantPlan:
     producer_nonneg: set[str] = field(default_factory=set)
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
     luts: dict[str, Region] = field(default_factory=dict)
+    lut_inputs: dict[str, list[str]] = field(default_factory=dict)
 
     def is_int(self, name: str) -> bool:
         return name in self.qsource
@@ -443,6 +447,14 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
         plan.ops[b.name] = OpPlan(b.name, op, Role.FLOAT, reason=reason)
         if op not in SILENT_FLOAT and op != "relax.call_tir":
             plan.fallbacks.append((b.name, op, reason))
+    for tail, region in plan.luts.items():
+        leaf = region.leaf.name
+        if plan.qsource.get(leaf) == leaf:
+            plan.lut_inputs.setdefault(leaf, []).append(tail)
+    for leaf, tails in list(plan.lut_inputs.items()):
+        inside = {m.name for t in tails for m in plan.luts[t].members}
+        if not users.get(leaf) or not all(u in inside for u in users[leaf]):
+            del plan.lut_inputs[leaf]
     if plan.fallbacks:
         counts: dict[str, int] = {}
         for _n, op, _r in plan.fallbacks:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -144,6 +144,8 @@ class Region:
         Axis of the per-channel constants, ``-1`` if all constants are scalars.
     ops
         Op names of the members, in binding order.
+    var2val
+        Bindings of the function the region lives in (to evaluate it).
     """
 
     tail: relax.Var
@@ -151,10 +153,21 @@ class Region:
     leaf: relax.Var
     axis: int
     ops: list[str]
+    var2val: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def only_clamps(self) -> bool:
         return all(op in CLAMPS for op in self.ops)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the lookup table: 1, or the channel count along :attr:`axis`."""
+        return 1 if self.axis < 0 else tensor_shape(self.tail)[self.axis]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The region's function in float64 on ``x`` (1-D): shape ``(rows, x.size)``."""
+        x = np.asarray(x, np.float64).reshape(-1)
+        return evaluate(self, self.var2val, np.broadcast_to(x, (self.rows, x.size)))
 
 
 def grow_region(tail: relax.Var, var2val: dict, absorbable: Callable[[relax.Var], bool],
@@ -224,7 +237,7 @@ def grow_region(tail: relax.Var, var2val: dict, absorbable: Callable[[relax.Var]
         return None
     axis = axes.pop() if axes else -1
     order = _topo_order(tail, members, var2val)
-    return Region(tail, order, leaf, axis, [var2val[v].op.name for v in order])
+    return Region(tail, order, leaf, axis, [var2val[v].op.name for v in order], var2val)
 
 
 def _topo_order(tail: relax.Var, members: dict[str, relax.Var], var2val: dict) -> list[relax.Var]:
@@ -285,8 +298,7 @@ def lut_table(region: Region, var2val: dict, s_x: float, z_x: int, in_dtype: str
     info_in = np.iinfo(np.dtype(in_dtype))
     codes = np.arange(int(info_in.min), int(info_in.max) + 1, dtype=np.int64)
     xr = (codes - int(z_x)).astype(np.float64) * float(np.float32(s_x))
-    rows = 1 if region.axis < 0 else tensor_shape(region.tail)[region.axis]
-    y = evaluate(region, var2val, np.broadcast_to(xr, (rows, codes.size)))
+    y = evaluate(region, var2val, np.broadcast_to(xr, (region.rows, codes.size)))
     info_out = np.iinfo(np.dtype(out_dtype))
     y = np.nan_to_num(y, nan=0.0, posinf=np.inf, neginf=-np.inf)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -301,7 +313,39 @@ def nonneg_on_probe(region: Region, var2val: dict) -> bool:
     scale.
     """
     probe = np.concatenate([-np.logspace(-4, 4, 400), [0.0], np.logspace(-4, 4, 400)])
-    rows = 1 if region.axis < 0 else tensor_shape(region.tail)[region.axis]
-    y = evaluate(region, var2val, np.broadcast_to(probe, (rows, probe.size)))
+    y = evaluate(region, var2val, np.broadcast_to(probe, (region.rows, probe.size)))
     y = y[np.isfinite(y)]
     return y.size > 0 and bool(np.min(y) >= 0.0)
+
+
+def saturation_interval(regions: list[Region], lo: float, hi: float, levels: int = 256,
+                        points: int = 4097) -> tuple[float, float]:
+    """The part of ``[lo, hi]`` where the tables of ``regions`` (all reading the same input) still move.
+
+    Outside the returned ``[x_lo, x_hi]`` every region's function stays within half an output step
+    (its range over ``[lo, hi]`` divided by ``levels - 1``) of its value at ``lo`` (resp. ``hi``):
+    hard-sigmoid is exactly flat outside ``[-2.5, 2.5]``, hardswish below ``-3``, sigmoid and SiLU
+    flatten within half a step a few units out. Clipping the input's quantization range to this
+    interval loses nothing the table's output could show, and buys input resolution where the
+    function moves. Returns ``(lo, hi)`` when nothing saturates (e.g. LeakyReLU).
+    """
+    if not hi > lo:
+        return lo, hi
+    grid = np.linspace(lo, hi, points)
+    x_lo, x_hi = hi, lo
+    for r in regions:
+        with np.errstate(all="ignore"):
+            y = r(grid)
+        if not np.all(np.isfinite(y)):
+            return lo, hi
+        for row in y:
+            eps = 0.5 * (row.max() - row.min()) / (levels - 1)
+            moves_l = np.nonzero(np.abs(row - row[0]) > eps)[0]
+            moves_r = np.nonzero(np.abs(row - row[-1]) > eps)[0]
+            if moves_l.size == 0:  # constant over the whole range
+                continue
+            x_lo = min(x_lo, grid[max(moves_l[0] - 1, 0)])
+            x_hi = max(x_hi, grid[min(moves_r[-1] + 1, points - 1)])
+    if x_lo > x_hi:  # every table constant: keep the range
+        return lo, hi
+    return float(x_lo), float(x_hi)
