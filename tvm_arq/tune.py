@@ -811,6 +811,60 @@ def _make_strategy(config: TuneConfig) -> ms.search_strategy.EvolutionarySearch:
     )
 
 
+def _random_args(func: tvm.tirx.PrimFunc, dev: Any) -> list[Any]:
+    rng = np.random.default_rng(0)
+    args = []
+    for info in ms.arg_info.ArgInfo.from_prim_func(func):
+        shape = [int(d) for d in info.shape]
+        dtype = str(info.dtype)
+        if dtype.startswith(("int", "uint")):
+            arr = rng.integers(0, 100, shape).astype(dtype)
+        else:
+            arr = rng.normal(size=shape).astype(dtype)
+        args.append(tvm.runtime.tensor(arr, dev))
+    return args
+
+
+def _seed_default_schedules(
+    planned: Sequence[_PlannedTask], database: ms.database.Database, target: Target, config: TuneConfig
+) -> None:
+    """Record the default schedule of every templated task that has no record yet (one trial each).
+
+    :mod:`tvm_arq.kernels` templates come with heuristic tile sizes; measured here and committed as
+    the task's first record, they are a floor for the search: with a small budget per task, the
+    best record is never worse than the untuned default.
+    """
+    from .kernels.schedules import default_schedule
+
+    dev = tvm.cpu()
+    for p in planned:
+        if p.done or p.remaining <= 0:
+            continue
+        task_mod = p.context.mod
+        funcs = [f for f in task_mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+        if len(funcs) != 1:
+            continue
+        sch = default_schedule(funcs[0])
+        if sch is None:
+            continue
+        try:
+            rt_mod = fast_build(sch.mod, target, None)
+            args = _random_args(funcs[0], dev)
+            timer = rt_mod.time_evaluator(rt_mod.entry_name, dev, number=config.number, repeat=config.repeat,
+                                          min_repeat_ms=config.min_repeat_ms)
+            secs = [float(v) for v in timer(*args).results]
+        except Exception as err:  # noqa: BLE001 - a seed is an optimization, never a reason to fail
+            logger.warning("task %s: could not measure the default schedule: %s", p.name, err)
+            continue
+        database.commit_tuning_record(
+            ms.database.TuningRecord(sch.trace, database.commit_workload(task_mod), secs, target,
+                                     ms.arg_info.ArgInfo.from_prim_func(funcs[0]))
+        )
+        p.done += 1
+        p.remaining -= 1
+        logger.info("task %s: default schedule %.1f us (seed record)", p.name, 1e6 * float(np.mean(secs)))
+
+
 def _one_writer_per_work_dir(fn: Any) -> Any:
     """Run ``tune`` holding :func:`work_dir_lock` of ``config.work_dir``."""
 
@@ -871,6 +925,8 @@ def tune(
     planned = _plan_tasks(prepared, tgt, config, database)
     if not planned:
         raise TuneError("No tasks to tune: the module has no TIR kernels after legalization and fusion")
+    if config.runner is RunnerKind.LOCAL:
+        _seed_default_schedules(planned, database, tgt, config)
 
     already = sum(p.done for p in planned)
     global_left = config.trials - already

@@ -99,11 +99,18 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def default_conv_tile(oh: int, ow: int, oblocks: int, cfg: PackedConvTarget) -> ConvTile:
-    """Largest register tile within ``cfg.acc_budget`` (prefer wide rows, then two lane blocks)."""
+def default_conv_tile(oh: int, ow: int, oblocks: int, cfg: PackedConvTarget, channels: int | None = None) -> ConvTile:
+    """Largest register tile within ``cfg.acc_budget`` (prefer wide rows, then two lane blocks).
+
+    When the output channels are not a multiple of ``cfg.lanes`` (e.g. 24), a tile covering fewer lane
+    blocks than the layer has ends in a partial block: its epilogue is predicated, which TVM cannot
+    vectorize (3-4x slower conv). Such layers take all their lane blocks in one tile when they have at
+    most 4.
+    """
     best: tuple[tuple[int, int, int], ConvTile] | None = None
+    ragged = channels is not None and channels % cfg.lanes != 0 and oblocks <= 4
     for to in _divisors(oblocks):
-        if to > 4:
+        if to > 4 or (ragged and to != oblocks):
             continue
         for tw in _divisors(ow):
             if tw > cfg.max_tile_w:
@@ -189,10 +196,11 @@ def schedule_packed_conv(sch: s_tir.Schedule, block, cfg: PackedConvTarget, tile
         sch.reverse_compute_at(c, fused, preserve_unit_loops=True)
         last = sch.get_loops(c)[-1]
         ext = _loop_extent(sch, last)
-        vec = min(cfg.epilogue_vector, ext)
-        if ext % vec == 0:
-            _, lv = sch.split(last, [None, vec])
-            sch.vectorize(lv)
+        for vec in (cfg.epilogue_vector, 8, 4):
+            if vec <= ext and ext % vec == 0:
+                _, lv = sch.split(last, [None, vec])
+                sch.vectorize(lv)
+                break
     if cfg.intrin is None:
         # (vectorize before decompose_reduction: a reduction block without init cannot be vectorized)
         sch.vectorize(lane_loops[-1])
@@ -236,6 +244,7 @@ def schedule_depthwise(sch: s_tir.Schedule, block, cfg: DepthwiseTarget, tile: t
     sch.vectorize(ki)
     sch.unroll(ji)
     sch.unroll(rx)
+    sch.unroll(ry)
     init = sch.decompose_reduction(block, ry)
     il = sch.get_loops(init)
     sch.vectorize(il[-1])
@@ -305,9 +314,12 @@ def rule_of(func: tirx.PrimFunc) -> tuple[str, str] | None:
     return _rule_block(s_tir.Schedule(tvm.IRModule({"main": func})))
 
 
-def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """Schedule one kernel with its template and heuristic tile sizes; ``None`` if it has no rule
-    (or is already scheduled)."""
+def default_schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
+    """The (traced) default schedule of a templated kernel: template + heuristic tile sizes.
+
+    ``None`` when ``func`` has no rule of ours or is already scheduled. The trace replays on the
+    kernel (MetaSchedule databases store it as a record of the task).
+    """
     if func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False)):
         return None
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -321,10 +333,52 @@ def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     if rule.kind == "packed_conv":
         cfg = rule.cfg
         oh, ow, ob = (_loop_extent(sch, loops[k]) for k in (1, 2, 3))
-        schedule_packed_conv(sch, block, cfg, default_conv_tile(oh, ow, ob // cfg.lanes, cfg))
+        consumers = sch.get_consumers(block)
+        channels = _loop_extent(sch, sch.get_loops(consumers[0])[-1]) if consumers else None
+        schedule_packed_conv(sch, block, cfg, default_conv_tile(oh, ow, ob // cfg.lanes, cfg, channels))
     else:
         ow, c = _loop_extent(sch, loops[2]), _loop_extent(sch, loops[3])
         schedule_depthwise(sch, block, rule.cfg, default_depthwise_tile(ow, c, rule.cfg))
+    return sch
+
+
+#: NHWC window kernels without a tuning template that still get a default schedule (untuned builds)
+POOL_KERNELS = ("qmaxpool2d_nhwc", "qavgpool2d_nhwc")
+
+
+def schedule_pool_nhwc(sch: s_tir.Schedule, vector: int = 32) -> None:
+    """Default schedule of an NHWC pooling kernel: rows in parallel, channels in vector lanes."""
+    root = sch.get_sblock("root")
+    for blk in sch.get_child_blocks(root):
+        loops = sch.get_loops(blk)
+        if len(loops) < 4:
+            continue
+        b, i, j, k = loops[:4]
+        c = _loop_extent(sch, k)
+        vec = max(d for d in _divisors(c) if d <= vector)
+        if len(loops) == 6:  # window reduction: b, i, j, k, ry, rx
+            ry, rx = loops[4:]
+            ko, ki = sch.split(k, [None, vec])
+            sch.reorder(b, i, j, ko, ry, rx, ki)
+            sch.unroll(rx)
+        else:
+            ko, ki = sch.split(k, [None, vec])
+        sch.parallel(sch.fuse(b, i))
+        if vec > 1:
+            sch.vectorize(ki)
+
+
+def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """Schedule one kernel with its template and heuristic tile sizes; ``None`` if it has no rule
+    (or is already scheduled)."""
+    if func.attrs is not None and str(func.attrs.get("arq.op", "")) in POOL_KERNELS \
+            and not bool(func.attrs.get("tirx.is_scheduled", False)):
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        schedule_pool_nhwc(sch)
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    sch = default_schedule(func)
+    if sch is None:
+        return None
     out = sch.mod["main"]
     return out.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", OPAQUE)
 
@@ -359,6 +413,7 @@ __all__ = [
     "apply_default_schedule",
     "default_conv_tile",
     "default_depthwise_tile",
+    "default_schedule",
     "register_rule",
     "rule_of",
     "schedule_depthwise",

@@ -28,7 +28,7 @@ VECTOR_CONV = PackedConvTarget(
 )
 
 #: NHWC depthwise, channels in vector lanes
-DEPTHWISE = DepthwiseTarget(rule="arq_x86_dwconv", max_vector=64, acc_budget=16)
+DEPTHWISE = DepthwiseTarget(rule="arq_x86_dwconv", max_vector=16, acc_budget=16)
 
 
 def register() -> None:

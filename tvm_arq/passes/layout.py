@@ -362,7 +362,8 @@ class _Converter:
         return self._simple(name, "qavgpool2d_nhwc", [self.as_nhwc(args[0])], p)
 
     def _mean(self, name: str, args: list, p: dict) -> bool:
-        if not self.in_nhwc(args[0]):
+        out = tensor_shape(self._old_var(name))
+        if not self.in_nhwc(args[0]) or out is None or len(out) != 4 or out[2:] != (1, 1):
             return False
         return self._simple(name, "qmean_hw_nhwc", [self.as_nhwc(args[0])], p)
 
