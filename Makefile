@@ -4,7 +4,7 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core
+APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core npm
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint clean apt assets boards
@@ -27,6 +27,7 @@ setup: apt $(STAMP)
 
 assets: setup
 	$(VPY) -m tvm_arq.assets fetch-all
+	$(VPY) -c 'from tvm_arq import zoo; zoo.fetch_mnist()'
 
 demo: setup assets
 	$(VPY) -m tvm_arq.cli demo
