@@ -411,7 +411,8 @@ def render_markdown(
         "|---|---|---|" + "---|" * len(cols),
     ]
     errors = []
-    for (engine, scheme, cal), cells in rows.items():
+    rank = {(c.engine, c.scheme, c.calibrator): i for i, c in enumerate(default_configs())}
+    for (engine, scheme, cal), cells in sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))):
         vals = []
         for m, k, _ in cols:
             r = cells.get((m, k))

@@ -5,8 +5,12 @@ For every model, in **one process and one run**:
 - ``tvm_fp32``: the float model, tuned with MetaSchedule;
 - ``tvm_int8_symmetric`` / ``tvm_int8_hybrid``: ``tvm_arq`` integer builds (symmetric activations vs the
   hybrid asymmetric scheme), converted to the target's kernels (:mod:`tvm_arq.passes.layout`: NHWC,
-  packed weights, ``vpdpbusd``) and tuned with the same trial budget as fp32, each with its own
-  tuning database;
+  packed weights, ``vpdpbusd``) and tuned with the same trial budget as fp32. Their conv and
+  depthwise kernels are structurally identical (zero points and clamps are kernel operands), so by
+  default the two share one tuning database: the symmetric run tunes ``--trials`` trials, the hybrid
+  run re-uses those records for the shared kernels and spends the rest of its own ``--trials`` budget
+  on the kernels that differ (element-wise ones with baked constants). The hybrid/symmetric ratio then
+  measures the zero-point cost, not tuning luck; ``--separate-int8-db`` tunes them independently;
 - ``ort_fp32`` / ``ort_int8``: onnxruntime on the same ONNX model, and on its ``quantize_static`` QDQ
   version (per-channel int8 weights, uint8 activations, MinMax) calibrated on the **same** samples.
 
@@ -251,7 +255,7 @@ def measure(runners: dict[str, Callable[[], Any]], rounds: int, block: int, warm
 
 # ------------------------------------------------------------------------------------------ reporting
 def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> None:
-    """``latency.json`` (records + run metadata) and ``latency.md`` (tables and ratios)."""
+    """``latency.json`` (records + run metadata) and ``latency.md`` (tables and ratios, per thread count)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latency.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     lines = [
@@ -259,31 +263,38 @@ def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, 
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Machine: {meta['machine']}; target `{meta['target']}`; **{meta['threads']} threads for every variant** "
-        f"(TVM thread pool `TVM_NUM_THREADS`, onnxruntime `intra_op_num_threads`). Tuning: MetaSchedule, "
-        f"xgb cost model, {meta['trials']} trials per TVM variant and model (fp32, symmetric and hybrid alike, "
-        "separate databases). Timing: per inference, `time.perf_counter` around the Python call for both "
-        "engines, interleaved rounds; load average at start "
-        f"{meta['loadavg_start']}, at end {meta.get('loadavg_end', '?')} (a shared machine: absolute numbers are "
-        "noisy, ratios within a model are measured side by side).",
+        f"Machine: {meta['machine']}; target `{meta['target']}`. Every variant is timed with the same thread "
+        f"count: **{meta['threads']} threads** (TVM thread pool, onnxruntime `intra_op_num_threads`; the tuning "
+        f"target has `num-cores` {meta['threads']}), and again with {', '.join(map(str, meta.get('also_threads', [])))}"
+        " thread(s). Tuning: MetaSchedule, xgb cost model, "
+        f"{meta['trials']} trials per TVM variant and model (fp32, symmetric and hybrid alike; {meta['int8_db']}). "
+        "Timing: per inference, `time.perf_counter` around the Python call for both engines, interleaved rounds "
+        f"(blocks of runs per variant); load average at start {meta['loadavg_start']}, at end "
+        f"{meta.get('loadavg_end', '?')} on {meta.get('logical_cores', '?')} logical cores: the machine is shared, "
+        "absolute numbers are noisy; ratios within a model and thread count are measured side by side.",
         "",
-        "| model | variant | median ms | p90 ms | trials (measured) | tasks | tuning s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | threads | variant | median ms | p90 ms | trials (records) | tasks | tuning s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
-    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    groups: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for r in records:
-        by_model.setdefault(r["model"], {})[r["variant"]] = r
-        trials = f"{r['trials']} ({r.get('trials_measured', '-')})" if r["variant"].startswith("tvm") else "-"
-        tasks = r.get("tasks", "-") if r["variant"].startswith("tvm") else "-"
+        threads = int(r.get("threads", meta["threads"]))
+        groups.setdefault((r["model"], threads), {})[r["variant"]] = r
+        tvm_row = r["variant"].startswith("tvm")
+        trials = f"{r['trials']} ({r.get('trials_measured', '-')})" if tvm_row else "-"
+        tasks = r.get("tasks", "-") if tvm_row else "-"
         tune_s = f"{r['tune_seconds']:.0f}" if r.get("tune_seconds") else "-"
-        lines.append(f"| {r['model']} | {r['variant']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | {trials} | "
-                     f"{tasks} | {tune_s} |")
+        lines.append(f"| {r['model']} | {threads} | {r['variant']} | {r['median_ms']:.3f} | {r['p90_ms']:.3f} | "
+                     f"{trials} | {tasks} | {tune_s} |")
     lines += [
         "",
-        "Ratios of medians (lower latency is better; `a / b` < 1 means `a` is faster):",
+        "Tuning s: wall time spent tuning the variant, summed over resumed runs. With the shared int8 database "
+        "the symmetric run tunes the shared kernels, the hybrid run only the kernels that differ.",
         "",
-        "| model | hybrid / symmetric | fp32 / hybrid (int8 speed-up) | hybrid / ort_int8 | hybrid / ort_fp32 "
-        "| ort_fp32 / ort_int8 | tuning wall time (all TVM variants) |",
+        "Ratios of medians (`a / b` < 1 means `a` is faster):",
+        "",
+        "| model | threads | hybrid / symmetric | fp32 / hybrid (int8 speed-up) | hybrid / ort_int8 | "
+        "hybrid / ort_fp32 | ort_fp32 / ort_int8 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
 
@@ -292,14 +303,19 @@ def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, 
             return f"{v[a]['median_ms'] / v[b]['median_ms']:.2f}"
         return "-"
 
-    for model, v in by_model.items():
-        wall = sum(r.get("tune_seconds") or 0 for r in v.values())
+    for (model, threads), v in groups.items():
         lines.append(
-            f"| {model} | {ratio(v, 'tvm_int8_hybrid', 'tvm_int8_symmetric')} | "
+            f"| {model} | {threads} | {ratio(v, 'tvm_int8_hybrid', 'tvm_int8_symmetric')} | "
             f"{ratio(v, 'tvm_fp32', 'tvm_int8_hybrid')} | {ratio(v, 'tvm_int8_hybrid', 'ort_int8')} | "
-            f"{ratio(v, 'tvm_int8_hybrid', 'ort_fp32')} | {ratio(v, 'ort_fp32', 'ort_int8')} | "
-            f"{wall / 60:.1f} min |"
+            f"{ratio(v, 'tvm_int8_hybrid', 'ort_fp32')} | {ratio(v, 'ort_fp32', 'ort_int8')} |"
         )
+    wall: dict[str, float] = {}
+    for r in records:
+        if r.get("tune_seconds") and int(r.get("threads", meta["threads"])) == meta["threads"]:
+            wall[r["model"]] = wall.get(r["model"], 0.0) + r["tune_seconds"]
+    if wall:
+        lines += ["", "Tuning wall time per model (all TVM variants): "
+                  + ", ".join(f"{m} {s / 60:.1f} min" for m, s in wall.items()) + "."]
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
     (out_dir / "latency.md").write_text("\n".join(lines) + "\n")
@@ -340,7 +356,9 @@ def bench_model(name: str, args: argparse.Namespace, info: Any) -> list[dict[str
         if key not in args.variants or key not in mods:
             continue
         logger.info("[%s] %s: tuning %d trials", name, key, args.trials)
-        b = build_tvm(mods[key], info, args.trials, args.work_dir / name / key, args.threads, args.progress)
+        db_dir = args.work_dir / name / (key if args.separate_int8_db or key == "tvm_fp32" else "tvm_int8")
+        b = build_tvm(mods[key], info, args.trials, db_dir, args.threads, args.progress)
+        b.tune_seconds = _total_tuning_seconds(args.work_dir / name, key, b.tune_seconds)
         built[key] = b
         logger.info("[%s] %s: %d tasks, %d records, tuned in %.0f s, compiled in %.0f s", name, key, b.tasks,
                     b.trials_measured, b.tune_seconds, b.compile_seconds)
@@ -356,29 +374,52 @@ def bench_model(name: str, args: argparse.Namespace, info: Any) -> list[dict[str
         if not exact:
             raise SystemExit(f"{name}: the tuned hybrid build differs from the reference interpreter")
     feeds = {w.input_name: np.ascontiguousarray(w.sample)}
-    if "ort_fp32" in args.variants:
-        s32 = ort_session(w.onnx_model, args.threads)
-        runners["ort_fp32"] = (lambda s=s32: s.run(None, feeds))
-    if "ort_int8" in args.variants:
-        qpath = ort_quantize(w, args.work_dir / name / "ort_qdq.onnx")
-        s8 = ort_session(qpath, args.threads)
-        runners["ort_int8"] = (lambda s=s8: s.run(None, feeds))
-    logger.info("[%s] timing %s", name, ", ".join(runners))
-    times = measure(runners, args.rounds, args.block, args.warmup, args.max_seconds)
+    qpath = ort_quantize(w, args.work_dir / name / "ort_qdq.onnx") if "ort_int8" in args.variants else None
     records = []
-    for key, ts in times.items():
-        rec: dict[str, Any] = {
-            "model": name, "target": str(info), "variant": key,
-            "median_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)), "runs": len(ts),
-            "threads": args.threads, "trials": args.trials if key.startswith("tvm") else 0,
-        }
-        if key in built:
-            b = built[key]
-            rec.update(trials_measured=b.trials_measured, tasks=b.tasks, tune_seconds=round(b.tune_seconds, 1),
-                       compile_seconds=round(b.compile_seconds, 1))
-        records.append(rec)
-        logger.info("[%s] %-20s median %.3f ms  p90 %.3f ms", name, key, rec["median_ms"], rec["p90_ms"])
+    for threads in args.thread_counts:
+        set_tvm_threads(threads)
+        ort_runners: dict[str, Callable[[], Any]] = {}
+        if "ort_fp32" in args.variants:
+            s32 = ort_session(w.onnx_model, threads)
+            ort_runners["ort_fp32"] = (lambda s=s32: s.run(None, feeds))
+        if qpath is not None:
+            s8 = ort_session(qpath, threads)
+            ort_runners["ort_int8"] = (lambda s=s8: s.run(None, feeds))
+        all_runners = {**runners, **ort_runners}
+        logger.info("[%s] timing with %d thread(s): %s", name, threads, ", ".join(all_runners))
+        times = measure(all_runners, args.rounds, args.block, args.warmup, args.max_seconds)
+        for key, ts in times.items():
+            rec: dict[str, Any] = {
+                "model": name, "target": str(info), "variant": key,
+                "median_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)), "runs": len(ts),
+                "threads": threads, "trials": args.trials if key.startswith("tvm") else 0,
+            }
+            if key in built:
+                b = built[key]
+                rec.update(trials_measured=b.trials_measured, tasks=b.tasks,
+                           tune_seconds=round(b.tune_seconds, 1), compile_seconds=round(b.compile_seconds, 1))
+            records.append(rec)
+            logger.info("[%s] %d thread(s) %-20s median %.3f ms  p90 %.3f ms", name, threads, key,
+                        rec["median_ms"], rec["p90_ms"])
+    set_tvm_threads(args.threads)
     return records
+
+
+def set_tvm_threads(n: int) -> None:
+    """Resize TVM's runtime thread pool (``runtime.config_threadpool``: big cores, ``n`` threads)."""
+    import tvm_ffi
+
+    tvm_ffi.get_global_func("runtime.config_threadpool")(1, n)
+
+
+def _total_tuning_seconds(model_dir: Path, key: str, seconds: float) -> float:
+    """Accumulate the tuning wall time of a variant over resumed runs (``tuning_seconds.json``)."""
+    path = model_dir / "tuning_seconds.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = float(data.get(key, 0.0)) + float(seconds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return data[key]
 
 
 def _first(res: Any) -> np.ndarray:
@@ -399,7 +440,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--trials", type=int, default=None, help="MetaSchedule trials per TVM variant and model "
                    "(default 300; --quick 16; 0 = untuned default schedules)")
-    p.add_argument("--threads", type=int, default=2, help="threads of every variant (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="threads of every variant (default 2; also the "
+                   "tuning target's num-cores)")
+    p.add_argument("--also-threads", type=int, nargs="*", default=[1],
+                   help="further thread counts to time every variant with (default: 1, robust on a loaded machine)")
     p.add_argument("--calib", type=int, default=16, help="calibration samples (TVM and onnxruntime alike)")
     p.add_argument("--rounds", type=int, default=30, help="max timing rounds")
     p.add_argument("--block", type=int, default=10, help="runs of each variant per round (back to back)")
@@ -410,6 +454,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "results")
     p.add_argument("--target", default="host", help="tvm_arq target (must run here)")
     p.add_argument("--check", action="store_true", help="check the hybrid build against the reference interpreter")
+    p.add_argument("--separate-int8-db", action="store_true",
+                   help="tune symmetric and hybrid in separate databases (default: one database; their conv "
+                        "kernels are the same workloads, zero points being operands)")
     p.add_argument("--quick", action="store_true", help="smoke run: MNIST only, 16 trials, few rounds")
     p.add_argument("--progress", action="store_true", help="tqdm bars while tuning")
     args = p.parse_args(argv)
@@ -419,6 +466,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rounds = min(args.rounds, 10)
         args.max_seconds = min(args.max_seconds, 10.0)
     args.models = args.models or list(DEFAULT_MODELS)
+    args.thread_counts = [args.threads, *(t for t in args.also_threads if t != args.threads)]
     args.trials = 300 if args.trials is None else args.trials
     return args
 
@@ -442,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, LLVM CPU "
                    f"{info.to_dict().get('mcpu', '?')}",
         "target": str(info), "threads": args.threads, "trials": args.trials,
+        "also_threads": [t for t in args.thread_counts if t != args.threads], "logical_cores": os.cpu_count(),
+        "int8_db": ("separate databases" if args.separate_int8_db else
+                    "symmetric and hybrid share one database: their conv/depthwise kernels are identical workloads"),
         "loadavg_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
