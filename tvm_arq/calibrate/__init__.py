@@ -13,7 +13,8 @@ Calibrators (:class:`~tvm_arq.config.Calibrator`):
 - ``minmax`` / ``moving_minmax``: global / exponentially averaged per-sample extremes.
 - ``histogram``: L2-optimal range along a greedy bin-trimming path of the streaming histogram.
 - ``percentile``: percentile of the histogram distribution (``|x|`` for symmetric ranges).
-- ``entropy``: TensorRT-style KL-divergence threshold; asymmetric = two one-sided KL problems.
+- ``entropy``: KL-divergence range (TensorRT's P/Q construction, every candidate compared at the same
+  resolution per quantization level); asymmetric = one joint search of both cuts on the signed histogram.
 - ``mse``: one clip factor of the min/max range, exact expected squared error.
 - ``redistribution``: this project's method (method.md step 5, built from Wei et al., CMES 2024, whose
   full algorithm is not published): the range ``[alpha, beta]`` minimizing the expected squared

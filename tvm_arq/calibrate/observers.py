@@ -19,6 +19,7 @@ from . import histogram as _h
 from .grid import check_n_levels, finalize_range
 from .histogram import LatticeHistogram
 from .search import (
+    KL_SUB_BINS,
     search_entropy,
     search_greedy_l2,
     search_mse,
@@ -339,14 +340,23 @@ class EntropyObserver(_HistogramObserverBase):
     ----------
     bins
         Number of histogram bins.
+    sub_bins
+        Resolution of the KL comparison: sub-bins per quantization level, the same for every candidate
+        range (see :class:`~.search._KLCost`).
     """
 
     calibrator = Calibrator.ENTROPY
 
+    def __init__(self, bins: int = 2048, sub_bins: int = KL_SUB_BINS) -> None:
+        super().__init__(bins)
+        if sub_bins < 2:
+            raise ValueError(f"sub_bins must be >= 2, got {sub_bins}")
+        self.sub_bins = int(sub_bins)
+
     def _search(
         self, lh: LatticeHistogram, kind: RangeKind, n_levels: int, lo: float, hi: float
     ) -> tuple[float, float]:
-        return search_entropy(lh, kind, n_levels, lo, hi)
+        return search_entropy(lh, kind, n_levels, lo, hi, self.sub_bins)
 
 
 class MSEObserver(_HistogramObserverBase):
@@ -432,7 +442,7 @@ def make_observer(calibrator: Calibrator | str, **kwargs: Any) -> Observer:
         A :class:`~tvm_arq.config.Calibrator` or its string value (``"minmax"``, ...).
     **kwargs
         Calibrator options: ``averaging_constant`` (moving_minmax); ``bins`` (all histogram calibrators);
-        ``percentile`` (percentile); ``n_grid`` (mse); ``coarse_points``, ``seeds``, ``polish_radius``
+        ``percentile`` (percentile); ``sub_bins`` (entropy); ``n_grid`` (mse); ``coarse_points``, ``seeds``, ``polish_radius``
         (redistribution).
 
     Returns

@@ -203,119 +203,148 @@ def search_percentile(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _xlogx(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64)
-    out = np.zeros_like(v)
-    pos = v > 0
-    out[pos] = v[pos] * np.log(v[pos])
-    return out
+#: sub-bins per quantization group at which the KL of every candidate range compares ``P`` and ``Q``
+KL_SUB_BINS = 8
 
 
-def _kl_best_stop(counts: np.ndarray, n_q: int) -> int:
-    """Edge index ``i`` of a magnitude histogram (offset 0) minimizing the KL divergence of clipping at ``i``.
+class _KLCost:
+    """KL divergence of clipping ranges at a fixed resolution per quantization group (:func:`search_entropy`).
 
-    The first bin ``[0, w)`` (which holds the exact zeros of ReLU-like tensors and the values clipped to 0)
-    is mapped to the zero level, which every grid represents exactly, and is left out of the comparison:
-    otherwise its spike dominates the divergence (spreading it over a quantization group costs
-    ``P_0 log(group size)``) and drives the threshold down for any tensor with many zeros. The remaining
-    bins are matched against ``n_q - 1`` quantized bins with :func:`_kl_core`.
+    For a candidate range ``[alpha, beta]`` the distribution is re-sampled (bin mass uniform inside each
+    lattice bin, i.e. the CDF interpolated linearly) onto ``sub_bins * groups`` equal sub-bins spanning
+    the range. ``P`` is that histogram with the mass below / above the range folded into the first / last
+    sub-bin (what clipping does); ``Q`` quantizes the *in-range* mass into ``groups`` groups of
+    ``sub_bins`` consecutive sub-bins and spreads every group's mass uniformly over the group's sub-bins
+    where ``P`` is non-zero (TensorRT's expansion; ``Q`` is normalized by the in-range mass, so clipped
+    mass is charged ``P_last log(P_last / Q_last)``). The cost is ``KL(P || Q)``.
+
+    TensorRT compares candidate ``i`` on the first ``i`` *raw* bins, i.e. with ``i / groups`` bins per
+    group, a resolution that grows with the threshold. Spreading a group's mass over its non-empty bins
+    then costs about ``p log(bins per group)`` for every concentrated bin (a spike of a discrete-valued
+    activation, an isolated bin of a finite sample's sparse tail): a term that grows with the threshold
+    whatever the shape of the distribution. On smooth, densely sampled histograms it is small; on spiky,
+    long-tailed tensors it is as large as the clipping term and the curve is flat, so the argmin is noise
+    and usually a heavy clip. Here every candidate is compared at the *same* resolution relative to its
+    own quantization step, which removes that artefact and keeps the trade-off the KL is meant to make
+    (information lost inside a level vs mass clipped).
+
+    The lattice bin ``[0, w)`` (exact zeros, e.g. of hardswish or of values clipped at 0) is an atom that
+    every grid represents exactly: it is left out of ``P`` and ``Q`` (its spike would otherwise dominate
+    the divergence and drive the threshold down on any tensor with many zeros).
+
+    Parameters
+    ----------
+    lh
+        The histogram (candidate ranges are in its real units).
+    groups
+        Quantized bins ``n_q`` (levels the range is mapped onto).
+    sub_bins
+        Sub-bins per group.
     """
-    nz = np.flatnonzero(counts)
-    if nz.size == 0:
-        return 0
-    m = int(nz[-1]) + 1
-    if n_q < 3 or m <= n_q:
-        return m
-    return 1 + _kl_core(np.asarray(counts[1:m], dtype=np.float64), n_q - 1)
 
+    def __init__(self, lh: LatticeHistogram, groups: int, sub_bins: int = KL_SUB_BINS) -> None:
+        counts = np.asarray(lh.counts, dtype=np.float64).copy()
+        z = lh.zero_edge
+        if 0 <= z < counts.shape[0]:
+            counts[z] = 0.0
+        self.counts = counts
+        self.cdf = np.concatenate([[0.0], np.cumsum(counts)])
+        self.total = float(self.cdf[-1])
+        self.lh = lh
+        self.groups = int(groups)
+        self.sub = int(sub_bins)
+        self._u = np.linspace(0.0, 1.0, self.groups * self.sub + 1)
 
-def _kl_core(counts: np.ndarray, n_q: int, block: int = 256) -> int:
-    """Edge index ``i`` of a histogram minimizing ``KL(P_i || Q_i)`` (TensorRT-style, own formulation).
+    def _cdf_at(self, x: np.ndarray) -> np.ndarray:
+        """Mass below ``x`` (real values), linear inside each lattice bin."""
+        t = x / self.lh.width - self.lh.offset  # position in bins from edge 0
+        t = np.clip(t, 0.0, float(self.counts.shape[0]))
+        b = np.minimum(np.floor(t).astype(np.intp), self.counts.shape[0] - 1)
+        return self.cdf[b] + (t - b) * self.counts[b]
 
-    For a candidate threshold at edge ``i``: ``P_i`` is the histogram truncated to ``i`` bins with all mass
-    beyond folded into bin ``i - 1`` (what clipping does); ``Q_i`` quantizes the *unclipped* first ``i`` bins
-    into ``n_q`` groups of (near-)equal bin counts and spreads every group's mass uniformly over the bins of
-    the group where ``P_i`` is non-zero. Because ``Q_i`` is constant on a group's non-zero bins,
-    ``sum_b P log Q`` reduces to a sum over groups, and with prefix sums every candidate costs O(n_q); all
-    candidates ``n_q <= i <= m`` are evaluated in vectorized blocks. Clipping that leaves a group with no
-    ``Q`` mass but some ``P`` mass gets ``Q = 1e-12`` (a heavy penalty).
-    """
-    nz = np.flatnonzero(counts)
-    if nz.size == 0:
-        return 0
-    m = int(nz[-1]) + 1
-    if n_q < 2 or m <= n_q:
-        return m
-    h = np.asarray(counts[:m], dtype=np.float64)
-    total = float(h.sum())
-    c = np.concatenate([[0.0], np.cumsum(h)])
-    nzc = np.concatenate([[0.0], np.cumsum(h > 0)])
-    hl = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
-    groups = np.arange(n_q + 1, dtype=np.int64)
-    best_kl, best_i = math.inf, m
-    log_total = math.log(total)
-    for start in range(n_q, m + 1, block):
-        cand = np.arange(start, min(start + block, m + 1), dtype=np.int64)
-        bounds = (groups[None, :] * cand[:, None]) // n_q
-        g_lo, g_hi = bounds[:, :-1], bounds[:, 1:]
-        g_mass = c[g_hi] - c[g_lo]
-        g_nz = nzc[g_hi] - nzc[g_lo]
-        kept = c[cand]
-        outliers = total - kept
-        h_last = h[cand - 1]
-        g_nz[:, -1] += (h_last == 0) & (outliers > 0)
-        p_mass = g_mass.copy()
-        p_mass[:, -1] += outliers
-        valid = (g_nz > 0) & (g_mass > 0) & (kept[:, None] > 0)
-        q = np.full_like(g_mass, 1e-12)
-        np.divide(g_mass, g_nz * kept[:, None], out=q, where=valid)
-        q = np.maximum(q, 1e-12)
-        cross = np.where(p_mass > 0, p_mass * np.log(q), 0.0).sum(axis=1) / total
-        plogp = (hl[cand - 1] - log_total * c[cand - 1]) / total + _xlogx((h_last + outliers) / total)
-        kl = plogp - cross
-        k = int(np.argmin(kl))
-        if kl[k] < best_kl:
-            best_kl, best_i = float(kl[k]), int(cand[k])
-    return best_i
+    def kl(self, alpha: np.ndarray, beta: np.ndarray, block: int = 256) -> np.ndarray:
+        """``KL(P || Q)`` for arrays of real ranges ``alpha < beta`` (``inf`` for empty ranges)."""
+        alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+        beta = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+        out = np.full(alpha.shape[0], np.inf)
+        if self.total <= 0.0:
+            return np.where(beta > alpha, 0.0, np.inf)
+        g, r = self.groups, self.sub
+        for start in range(0, alpha.shape[0], block):
+            a, b = alpha[start : start + block], beta[start : start + block]
+            cdf = self._cdf_at(a[:, None] + (b - a)[:, None] * self._u[None, :])
+            p = np.diff(cdf, axis=1)
+            kept = cdf[:, -1] - cdf[:, 0]
+            p_in = p.reshape(-1, g, r)
+            g_mass = p_in.sum(axis=2)
+            p[:, 0] += cdf[:, 0]
+            p[:, -1] += self.total - cdf[:, -1]
+            nz = (p > 0).reshape(-1, g, r)
+            n_nz = nz.sum(axis=2)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q_group = g_mass / (np.maximum(n_nz, 1) * kept[:, None])
+                q = np.repeat(q_group, r, axis=1)
+                pn = p / self.total
+                term = np.where(pn > 0, pn * (np.log(pn) - np.log(np.maximum(q, 1e-12))), 0.0)
+            kl = term.sum(axis=1)
+            out[start : start + block] = np.where((b > a) & (kept > 0), kl, np.inf)
+        return out
+
+    def cost(self, i: np.ndarray | int, j: np.ndarray | int, steps: float) -> np.ndarray:
+        """KL of the edge-index ranges ``[edge i, edge j]`` (broadcast; ``steps`` unused, for the 2-D search)."""
+        i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
+        flat = self.kl(self.lh.edge_value(i.ravel()), self.lh.edge_value(j.ravel()))
+        return flat.reshape(i.shape)
 
 
 def search_entropy(
-    lh: LatticeHistogram, kind: RangeKind, n_levels: int, lo: float, hi: float
+    lh: LatticeHistogram,
+    kind: RangeKind,
+    n_levels: int,
+    lo: float,
+    hi: float,
+    sub_bins: int = KL_SUB_BINS,
+    coarse_points: int = 24,
+    seeds: int = 2,
 ) -> tuple[float, float]:
-    """``entropy`` calibrator: TensorRT-style KL-divergence threshold (see :func:`_kl_best_stop`; the
-    ``[0, w)`` bin is matched to the exactly representable zero level and left out of the divergence).
+    """``entropy`` calibrator: KL-divergence clipping range (:class:`_KLCost`, ``sub_bins`` per group).
 
-    - ``SYMMETRIC``: on the histogram of ``|x|`` with ``q + 1`` quantized bins (128 for int8: the levels
-      0..127 of one sign), threshold ``t`` gives ``(-t, t)``.
-    - ``ONE_SIDED``: on ``[0, max]`` (negative mass folded into the first bin, as clipping at 0 does) with
-      ``n_levels`` quantized bins.
-    - ``ASYMMETRIC`` (this project's generalization): the negative and positive sides are two independent
-      one-sided KL problems (on ``-x`` for ``x < 0`` and on ``x >= 0``), each normalized by its own mass. A
-      side gets the levels the asymmetric grid gives it, ``round(steps * extent_side / (extent_neg +
-      extent_pos)) + 1``; the split is computed from the observed extent, then recomputed once from the
-      chosen thresholds (two passes).
+    - ``SYMMETRIC``: TensorRT's setting, on the histogram of ``|x|`` with ``q + 1`` quantized bins (128
+      for int8: the levels 0..127 of one sign); threshold ``t`` gives ``(-t, t)``; dense over the edges.
+    - ``ONE_SIDED``: ``[0, t]`` with ``n_levels`` quantized bins, negative mass clipped into the zero atom;
+      dense over the edges.
+    - ``ASYMMETRIC``: ``[alpha, beta]`` with ``n_levels`` quantized bins on the *signed* histogram, both
+      cuts searched jointly (coarse-to-fine 2-D over the edges, :func:`_coarse_to_fine_2d`). Both sides
+      share one grid, so how many levels each side gets follows from the cuts instead of being fixed
+      beforehand.
+
+    Every candidate is compared at the same resolution per quantization group. The previous version used
+    TensorRT's raw-bin formulation and solved the two sides of an asymmetric tensor as independent
+    one-sided problems with a level split guessed from the observed extent. On the MNIST CNN's
+    hardswish output (observed ``[-0.375, 5.83]``, 1232 non-empty of 1493 positive bins, 3.5 % spikes
+    from the constant background) its KL was flat at 0.41-0.50 nats between thresholds 0.9 and 5.8, the
+    argmin jumped between 0.8 and 3.5 with the level split (200-256 levels), and the range came out as
+    ``[-0.371, 1.195]``: 4.1 % of all values clipped, accuracy 99.1 % -> 67.7 %.
     """
     steps = n_steps(kind, n_levels)
-    w = lh.width
-    if kind is RangeKind.SYMMETRIC:
-        t = _kl_best_stop(lh.folded().counts, steps // 2 + 1) * w
-        return -t, t
-    if kind is RangeKind.ONE_SIDED:
-        return 0.0, _kl_best_stop(lh.positive(absorb_negative=True).counts, steps + 1) * w
-    neg = lh.negative_mirrored().counts
-    pos = lh.positive().counts
-    ext_neg, ext_pos = -lo, hi
-    t_neg, t_pos = ext_neg, ext_pos
-    for _ in range(2):
-        span = ext_neg + ext_pos
-        if span <= 0:
-            break
-        n_neg = int(round(steps * ext_neg / span)) + 1
-        n_pos = int(round(steps * ext_pos / span)) + 1
-        t_neg = _kl_best_stop(neg, n_neg) * w if ext_neg > 0 else 0.0
-        t_pos = _kl_best_stop(pos, n_pos) * w if ext_pos > 0 else 0.0
-        ext_neg, ext_pos = min(t_neg, -lo), min(t_pos, hi)
-    return -t_neg, t_pos
+    if kind in (RangeKind.SYMMETRIC, RangeKind.ONE_SIDED):
+        if kind is RangeKind.SYMMETRIC:
+            side, groups, top = lh.folded(), steps // 2 + 1, max(-lo, hi)
+        else:
+            side, groups, top = lh.positive(absorb_negative=True), steps + 1, hi
+        stop = side.support()[1]
+        if stop < 1 or top <= 0:
+            return 0.0, 0.0
+        t = np.unique(np.minimum(side.edge_value(np.arange(1, stop + 1)), top))
+        t = float(t[int(np.argmin(_KLCost(side, groups, sub_bins).kl(np.zeros_like(t), t)))])
+        return (-t, t) if kind is RangeKind.SYMMETRIC else (0.0, t)
+    i_lo, j_hi = lh.support()
+    z = lh.zero_edge
+    if i_lo == j_hi:
+        return 0.0, 0.0
+    cost = _KLCost(lh, steps + 1, sub_bins)
+    bi, bj = _coarse_to_fine_2d(cost, (i_lo, z), (z, j_hi), steps, coarse_points, seeds)
+    return float(lh.edge_value(bi)), float(lh.edge_value(bj))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -370,7 +399,7 @@ def _spacing(p: np.ndarray) -> int:
 
 
 def _coarse_to_fine_2d(
-    mom: _Moments, i_rng: tuple[int, int], j_rng: tuple[int, int], steps: int, points: int, seeds: int
+    mom: _Moments | _KLCost, i_rng: tuple[int, int], j_rng: tuple[int, int], steps: int, points: int, seeds: int
 ) -> tuple[int, int]:
     """Minimize ``mom.cost(i, j)`` over ``i_rng x j_rng`` (inclusive, ``i < j``) coarse-to-fine.
 
