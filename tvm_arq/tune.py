@@ -69,6 +69,7 @@ __all__ = [
     "TuneConfig",
     "TuneError",
     "compile_tuned",
+    "direct_session",
     "load_cpu_tensor_intrinsics",
     "open_database",
     "prepare_for_tuning",
@@ -120,6 +121,10 @@ class RPCSettings:
         Parallel sessions (boards) to use.
     wait_for_board_sec
         How long to wait for a board with ``key`` to register before giving up.
+    direct
+        ``tracker_host:tracker_port`` is the address of one board's RPC server, used without a
+        tracker (``key`` is ignored); see :meth:`server`. A board serves one session at a time, so
+        candidates are measured one after the other.
     """
 
     key: str
@@ -129,6 +134,27 @@ class RPCSettings:
     session_priority: int = 1
     max_workers: int = 1
     wait_for_board_sec: float = 10.0
+    direct: bool = False
+
+    @classmethod
+    def server(cls, address: str, *, session_timeout_sec: int = 120) -> RPCSettings:
+        """Measure on the board whose RPC server listens at ``address`` (``"host:port"``), no tracker.
+
+        Raises
+        ------
+        ValueError
+            If ``address`` is not ``host:port``.
+        """
+        host, sep, port = str(address).rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"rpc must be 'host:port', got {address!r}")
+        return cls(key="direct", tracker_host=host, tracker_port=int(port), session_timeout_sec=session_timeout_sec,
+                   direct=True)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the tracker (or of the board, when :attr:`direct`)."""
+        return f"{self.tracker_host}:{self.tracker_port}"
 
 
 @dataclass
@@ -667,6 +693,14 @@ def _rpc_preflight(rpc: RPCSettings) -> None:
     """
     from tvm import rpc as tvm_rpc
 
+    if rpc.direct:
+        from .deploy.rpc import _probe
+
+        try:
+            _probe(rpc.tracker_host, rpc.tracker_port, max(1.0, rpc.wait_for_board_sec))
+        except OSError as err:
+            raise TuneError(f"The board's RPC server at {rpc.address} does not answer: {err}") from err
+        return
     deadline = time.monotonic() + rpc.wait_for_board_sec
     try:
         tracker = tvm_rpc.connect_tracker(rpc.tracker_host, rpc.tracker_port)
@@ -709,9 +743,24 @@ def _make_runner(config: TuneConfig, info: TargetInfo) -> ms.runner.Runner:
         session_priority=config.rpc.session_priority,
         session_timeout_sec=config.rpc.session_timeout_sec,
     )
+    if config.rpc.direct:
+        return ms.runner.RPCRunner(
+            rpc_config=rpc_config, evaluator_config=evaluator, max_workers=1, f_create_session=direct_session
+        )
     return ms.runner.RPCRunner(
         rpc_config=rpc_config, evaluator_config=evaluator, max_workers=config.rpc.max_workers
     )
+
+
+def direct_session(rpc_config: ms.runner.RPCConfig) -> Any:
+    """``f_create_session`` of the RPC runner for :attr:`RPCSettings.direct`: connect to the board itself.
+
+    Runs in the runner's worker processes (``tracker_host``/``tracker_port`` hold the board's address).
+    """
+    from tvm import rpc as tvm_rpc
+
+    return tvm_rpc.connect(rpc_config.tracker_host, rpc_config.tracker_port,
+                           session_timeout=rpc_config.session_timeout_sec)
 
 
 def _make_builder(config: TuneConfig, info: TargetInfo) -> ms.builder.Builder:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["DeployError", "RemoteModel", "deploy", "tracker_summary"]
+__all__ = ["DeployError", "RemoteModel", "deploy", "deploy_library", "tracker_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -482,24 +482,12 @@ def deploy(
     ValueError
         For invalid arguments.
     """
-    from tvm import relax
-    from tvm import rpc as tvm_rpc
-
     from .export import ExportError
 
-    if (rpc is None) == (tracker is None):
-        raise ValueError("pass exactly one of rpc='host:port' or tracker='host:port' (with key=...)")
-    if tracker is not None and not key:
-        raise ValueError("deploying through a tracker needs key= (the board's --key)")
+    _check_connection_args(rpc, tracker, key)
     target = getattr(model, "target", None)
     if getattr(model, "executable", None) is None or target is None:
         raise ValueError("deploy() needs a compiled model (tvm_arq.build(...)) with .executable and .target")
-
-    where = rpc if rpc is not None else str(tracker)
-    err_key = None if rpc is not None else key
-
-    def fail(cause: str) -> DeployError:
-        return DeployError(where, err_key, cause)
 
     # 1. export for the target (before touching the network: a missing toolchain is a local error)
     tmp = None
@@ -508,60 +496,89 @@ def deploy(
         workspace = tmp.name
     try:
         digest = hashlib.sha256(str(getattr(target, "triple", "")).encode() + str(id(model)).encode()).hexdigest()[:10]
-        lib_name = f"tvm_arq_model_{digest}.so"
-        lib_path = Path(workspace) / lib_name
+        lib_path = Path(workspace) / f"tvm_arq_model_{digest}.so"
         try:
             from .export import export_library
 
             export_library(model.executable, lib_path, target)
         except ExportError as err:
-            raise fail(f"exporting the model for {getattr(target, 'triple', target)} failed: {err}") from err
-
-        # 2. connect
-        if rpc is not None:
-            host, port = _split(rpc, "rpc")
-            matchkey = ""
-        else:
-            thost, tport = _split(str(tracker), "tracker")
-            host, port, matchkey = _request_board(thost, tport, str(key), timeout, priority)
-            logger.info("tracker %s gave board %s:%d for key %r", tracker, host, port, key)
-        board = f"{host}:{port}"
-
-        def board_fail(cause: str) -> DeployError:
-            return fail(cause if rpc is not None else f"board {board}: {cause}")
-
-        try:
-            _probe(host, port, connect_timeout)
-        except OSError as err:
-            raise board_fail(_describe(err)) from err
-        session = _with_timeout(
-            lambda: tvm_rpc.connect(host, port, key=matchkey, session_timeout=session_timeout),
-            connect_timeout,
-            lambda c: board_fail(
-                f"connecting: {c}" + (" (a board serves one session at a time: is another session to it open?)"
-                                      if "time-out" in c else "")
-            ),
-        )
-
-        # 3. upload, load, create the VM
-        def load() -> Any:
-            session.upload(str(lib_path))
-            return session.load_module(lib_name)
-
-        def load_fail(cause: str) -> DeployError:
-            hint = ""
-            if any(w in cause for w in ("ELF", "cannot open shared object", "wrong", "cannot load")):
-                hint = f" (the model was compiled for {getattr(target, 'triple', '?')}: is that the board's CPU?)"
-            return board_fail(f"uploading/loading {lib_name}: {cause}{hint}")
-
-        rlib = _with_timeout(load, timeout, load_fail)
-        vm = _with_timeout(
-            lambda: relax.VirtualMachine(rlib, session.cpu()), timeout, lambda c: board_fail(f"creating the VM: {c}")
-        )
+            where = rpc if rpc is not None else str(tracker)
+            raise DeployError(where, None if rpc is not None else key,
+                              f"exporting the model for {getattr(target, 'triple', target)} failed: {err}") from err
+        return _connect_and_load(lib_path, rpc, tracker, key, target, _input_specs(model), timeout=timeout,
+                                 connect_timeout=connect_timeout, session_timeout=session_timeout,
+                                 priority=priority)
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.cleanup()
+
+
+def _connect_and_load(
+    lib_path: Path,
+    rpc: str | None,
+    tracker: str | None,
+    key: str | None,
+    target: Any,
+    input_specs: list[tuple[str, tuple[int, ...], str]],
+    *,
+    timeout: float,
+    connect_timeout: float,
+    session_timeout: float,
+    priority: int,
+) -> RemoteModel:
+    """Connect to the board (directly or through the tracker), upload ``lib_path``, load it in the VM."""
+    from tvm import relax
+    from tvm import rpc as tvm_rpc
+
+    where = rpc if rpc is not None else str(tracker)
+    err_key = None if rpc is not None else key
+    lib_name = lib_path.name
+
+    def fail(cause: str) -> DeployError:
+        return DeployError(where, err_key, cause)
+
+    # 2. connect
+    if rpc is not None:
+        host, port = _split(rpc, "rpc")
+        matchkey = ""
+    else:
+        thost, tport = _split(str(tracker), "tracker")
+        host, port, matchkey = _request_board(thost, tport, str(key), timeout, priority)
+        logger.info("tracker %s gave board %s:%d for key %r", tracker, host, port, key)
+    board = f"{host}:{port}"
+
+    def board_fail(cause: str) -> DeployError:
+        return fail(cause if rpc is not None else f"board {board}: {cause}")
+
+    try:
+        _probe(host, port, connect_timeout)
+    except OSError as err:
+        raise board_fail(_describe(err)) from err
+    session = _with_timeout(
+        lambda: tvm_rpc.connect(host, port, key=matchkey, session_timeout=session_timeout),
+        connect_timeout,
+        lambda c: board_fail(
+            f"connecting: {c}" + (" (a board serves one session at a time: is another session to it open?)"
+                                  if "time-out" in c else "")
+        ),
+    )
+
+    # 3. upload, load, create the VM
+    def load() -> Any:
+        session.upload(str(lib_path))
+        return session.load_module(lib_name)
+
+    def load_fail(cause: str) -> DeployError:
+        hint = ""
+        if any(w in cause for w in ("ELF", "cannot open shared object", "wrong", "cannot load")):
+            hint = f" (the model was compiled for {getattr(target, 'triple', target)}: is that the board's CPU?)"
+        return board_fail(f"uploading/loading {lib_name}: {cause}{hint}")
+
+    rlib = _with_timeout(load, timeout, load_fail)
+    vm = _with_timeout(
+        lambda: relax.VirtualMachine(rlib, session.cpu()), timeout, lambda c: board_fail(f"creating the VM: {c}")
+    )
     remote = RemoteModel(
         session=session,
         board=board,
@@ -569,12 +586,71 @@ def deploy(
         tracker=tracker,
         target=target,
         timeout=timeout,
-        input_specs=_input_specs(model),
+        input_specs=input_specs,
         library_name=lib_name,
         _vm=vm,
     )
     logger.info("deployed %s to %s in the Relax VM", lib_name, board)
     return remote
+
+
+def _check_connection_args(rpc: str | None, tracker: str | None, key: str | None) -> None:
+    if (rpc is None) == (tracker is None):
+        raise ValueError("pass exactly one of rpc='host:port' or tracker='host:port' (with key=...)")
+    if tracker is not None and not key:
+        raise ValueError("deploying through a tracker needs key= (the board's --key)")
+    if rpc is not None:
+        _split(rpc, "rpc")
+    else:
+        _split(str(tracker), "tracker")
+
+
+def deploy_library(
+    path: str | Path,
+    rpc: str | None = None,
+    *,
+    tracker: str | None = None,
+    key: str | None = None,
+    timeout: float = 60.0,
+    connect_timeout: float = 20.0,
+    session_timeout: float = 0,
+    priority: int = 1,
+) -> RemoteModel:
+    """Upload an exported library (``.so`` written by :func:`~tvm_arq.deploy.export.save_model`) and load it.
+
+    Parameters
+    ----------
+    path
+        The shared object, already linked for the board's CPU. Its metadata file ``<path>.json``
+        (written by ``save_model``; input names, shapes, dtypes, target), when present, lets
+        :meth:`RemoteModel.run` check inputs and :meth:`RemoteModel.random_inputs` make them.
+    rpc, tracker, key, timeout, connect_timeout, session_timeout, priority
+        As for :func:`deploy`.
+
+    Returns
+    -------
+    RemoteModel
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    DeployError
+        As for :func:`deploy`.
+    """
+    from .export import load_model_meta
+
+    _check_connection_args(rpc, tracker, key)
+    lib = Path(path).expanduser().resolve()
+    if not lib.is_file():
+        raise FileNotFoundError(f"no such library: {lib}")
+    if lib.suffix != ".so":
+        raise ValueError(f"{lib}: deploy a linked shared object (.so), not {lib.suffix or 'a file without suffix'}")
+    meta = load_model_meta(lib)
+    specs = [] if meta is None else meta.input_specs
+    target = None if meta is None else meta.target
+    return _connect_and_load(lib, rpc, tracker, key, target, specs, timeout=timeout,
+                             connect_timeout=connect_timeout, session_timeout=session_timeout, priority=priority)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, period: float = 0.1) -> bool:

@@ -1,0 +1,223 @@
+"""fp32 vs symmetric vs hybrid on one model: accuracy (or agreement with fp32) and latency.
+
+::
+
+    from tvm_arq.compare import compare_schemes
+
+    result = compare_schemes(mod, params, calibration=cal, data=x, labels=y, target="host")
+    print(result.to_text())
+
+Latency is measured on this machine (so only for targets that run here). Without a ``tuning`` config the
+kernels are untuned and the table says so: untuned latency does not compare int8 against fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import Scheme
+from .target import resolve_target
+
+__all__ = ["Comparison", "SchemeResult", "compare_schemes", "top1"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SchemeResult:
+    """One row of a :class:`Comparison`.
+
+    Attributes
+    ----------
+    scheme
+        ``"fp32"``, ``"symmetric"``, ``"hybrid"`` or ``"asymmetric"``.
+    calibrator
+        Calibrator used (``"-"`` for fp32).
+    accuracy
+        Top-1 accuracy on the labelled set (``None`` without labels).
+    agreement
+        Fraction of samples whose top-1 class equals fp32's.
+    median_ms, p90_ms
+        Latency on this machine (``None`` when the target does not run here).
+    tuned
+        Whether the kernels were autotuned.
+    float_fallbacks
+        Ops that stayed in float.
+    build_seconds
+        Quantization and compilation (and tuning) time.
+    """
+
+    scheme: str
+    calibrator: str
+    accuracy: float | None
+    agreement: float
+    median_ms: float | None
+    p90_ms: float | None
+    tuned: bool
+    float_fallbacks: int
+    build_seconds: float
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare_schemes`."""
+
+    rows: list[SchemeResult]
+    target: str
+    n_samples: int
+    n_calibration: int
+    labelled: bool
+    tuned: bool
+    trials: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = dataclasses.asdict(self)
+        d["latency"] = f"tuned ({self.trials} trials per model)" if self.tuned else "untuned"
+        return d
+
+    def to_text(self) -> str:
+        """The table, with a header line and the caveats."""
+        lat = "latency ms" if self.tuned else "untuned ms"
+        metric = "top-1" if self.labelled else "top-1 (n/a)"
+        hdr = f"{'scheme':<11}{'calibrator':<16}{metric:>11}{'agree fp32':>12}{lat:>12}{'p90 ms':>9}{'float ops':>10}"
+        lines = [
+            f"target {self.target}; {self.n_samples} evaluation samples "
+            f"({'labelled' if self.labelled else 'no labels: agreement with fp32 only'}); "
+            f"calibration {self.n_calibration} samples; latency "
+            + (f"tuned ({self.trials} MetaSchedule trials per model)" if self.tuned else "UNTUNED"),
+            hdr,
+            "-" * len(hdr),
+        ]
+
+        def num(v: float | None, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+
+        for r in self.rows:
+            lines.append(f"{r.scheme:<11}{r.calibrator:<16}{num(r.accuracy, '.3f'):>11}{r.agreement:>12.3f}"
+                         f"{num(r.median_ms, '.3f'):>12}{num(r.p90_ms, '.3f'):>9}{r.float_fallbacks:>10}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def top1(model: Any, data: Sequence[np.ndarray], progress: bool = False, desc: str = "evaluating") -> np.ndarray:
+    """Top-1 class (argmax of the flattened first output) of ``model.run`` on each sample."""
+    from tqdm.auto import tqdm
+
+    preds = []
+    for x in tqdm(data, desc=desc, leave=False, disable=not progress):
+        out = model.run(x)
+        if isinstance(out, tuple):
+            out = out[0]
+        preds.append(int(np.argmax(np.asarray(out).reshape(-1))))
+    return np.asarray(preds, dtype=np.int64)
+
+
+def compare_schemes(
+    mod: Any,
+    params: Mapping[str, np.ndarray] | None,
+    calibration: Sequence[np.ndarray],
+    data: Sequence[np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    target: Any = "host",
+    schemes: Sequence[str] = ("float", "symmetric", "hybrid"),
+    calibrator: str = "minmax",
+    tuning: Any = None,
+    bench_number: int = 5,
+    bench_repeat: int = 5,
+    progress: bool = True,
+) -> Comparison:
+    """Build ``mod`` once per scheme and compare accuracy and latency.
+
+    Parameters
+    ----------
+    mod, params
+        Float Relax module and weights (:func:`tvm_arq.from_onnx`).
+    calibration
+        Calibration samples.
+    data
+        Evaluation samples (default: the calibration samples).
+    labels
+        Class labels of ``data``; without them only agreement with fp32 is reported.
+    target
+        Compilation target; latency is measured only when it runs on this machine.
+    schemes
+        Schemes to build; ``"float"`` is always built first (it is the agreement reference).
+    calibrator
+        Calibrator of the quantized schemes.
+    tuning
+        A :class:`~tvm_arq.tune.TuneConfig`: each scheme is tuned with its budget, in
+        ``work_dir/<scheme>`` (resumable). ``None``: untuned (the table says so).
+    bench_number, bench_repeat
+        Latency measurement: ``bench_repeat`` measurements of ``bench_number`` runs.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` and ``data`` differ in length, or there is no sample.
+    """
+    import tvm_arq
+
+    data = list(calibration if data is None else data)
+    if not data:
+        raise ValueError("no evaluation samples")
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(data):
+            raise ValueError(f"{len(labels)} labels for {len(data)} evaluation samples")
+    info = resolve_target(target)
+    order = ["float", *[Scheme(s).value for s in schemes if Scheme(s) is not Scheme.FLOAT]]
+    rows: list[SchemeResult] = []
+    ref: np.ndarray | None = None
+    notes: list[str] = []
+    if not info.is_host:
+        notes.append(f"target {info.triple} does not run here: latency not measured (deploy it and use "
+                     "`tvm-arq bench` on the board); accuracy is computed on a host build of the same program")
+    elif tuning is None:
+        notes.append("latency is of untuned kernels (pass trials > 0 to autotune); it does not compare int8 "
+                     "against fp32")
+    for scheme in order:
+        name = "fp32" if scheme == "float" else scheme
+        cfg = None
+        if tuning is not None:
+            cfg = dataclasses.replace(tuning, work_dir=tuning.work_dir / name)
+        t0 = time.perf_counter()
+        logger.info("building %s", name)
+        model = tvm_arq.build(mod, params, info, calibration=None if scheme == "float" else calibration,
+                              scheme=scheme, calibrator=calibrator, tuning=cfg, progress=progress)
+        build_s = time.perf_counter() - t0
+        preds = top1(model, data, progress=progress, desc=f"evaluating {name}")
+        if ref is None:
+            ref = preds
+        lat: dict[str, float | None] = {"median_ms": None, "p90_ms": None}
+        if info.is_host:
+            lat.update(model.benchmark(data[0], number=bench_number, repeat=bench_repeat))
+        rows.append(SchemeResult(
+            scheme=name,
+            calibrator="-" if scheme == "float" else str(calibrator),
+            accuracy=None if labels is None else float(np.mean(preds == labels)),
+            agreement=float(np.mean(preds == ref)),
+            median_ms=lat["median_ms"],
+            p90_ms=lat["p90_ms"],
+            tuned=tuning is not None,
+            float_fallbacks=len(model.fallbacks),
+            build_seconds=build_s,
+        ))
+    return Comparison(rows=rows, target=str(info.triple), n_samples=len(data), n_calibration=len(calibration),
+                      labelled=labels is not None, tuned=tuning is not None,
+                      trials=0 if tuning is None else int(tuning.trials), notes=notes)
