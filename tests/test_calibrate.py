@@ -196,12 +196,26 @@ def test_minmax_and_moving_minmax_values() -> None:
     assert mm.compute_range("symmetric") == (-4.0, 4.0)
     assert mm.compute_range("one_sided") == (0.0, 4.0)
     mv = _fed("moving_minmax", samples, averaging_constant=0.5)
-    lo, hi = -1.0, 2.0
-    for s in samples[1:]:
-        lo += 0.5 * (float(s.min()) - lo)
-        hi += 0.5 * (float(s.max()) - hi)
+    w = np.array([0.25, 0.5, 1.0])  # (1 - c)^(t - k), normalized (bias-corrected EMA)
+    lo = float(np.dot(w, [-1.0, -3.0, 0.5]) / w.sum())
+    hi = float(np.dot(w, [2.0, 1.0, 4.0]) / w.sum())
     assert mv.compute_range("asymmetric") == pytest.approx((min(lo, 0.0), hi))
     assert (mv.min, mv.max) == (-3.0, 4.0)
+    last = _fed("moving_minmax", samples, averaging_constant=1.0)
+    assert last.compute_range("asymmetric") == (0.0, 4.0)
+
+
+def test_moving_minmax_does_not_depend_on_calibration_order() -> None:
+    # 32 samples whose extremes are +-1 .. +-32: the classic EMA (initialized with the first sample, c = 0.01)
+    # kept 73 % of the first sample: range ~ +-9 in this order and ~ +-24 reversed
+    samples = [np.array([-k, k], np.float32) for k in range(1, 33)]
+    fwd = _fed("moving_minmax", samples).compute_range("asymmetric")
+    rev = _fed("moving_minmax", samples[::-1]).compute_range("asymmetric")
+    assert fwd == pytest.approx(rev, rel=0.15)  # weights 0.99^31 .. 1
+    assert fwd[1] == pytest.approx(16.5, rel=0.1)  # ~ the mean of the per-sample maxima
+    # after many samples it is the usual EMA: recent samples dominate
+    long = [np.array([-1.0, 1.0], np.float32)] * 2000 + [np.array([-5.0, 5.0], np.float32)] * 300
+    assert _fed("moving_minmax", long).compute_range("asymmetric")[1] == pytest.approx(5.0 - 4.0 * 0.99**300, rel=0.01)
 
 
 def test_percentile_matches_numpy() -> None:

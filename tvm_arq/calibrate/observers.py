@@ -168,12 +168,20 @@ class MinMaxObserver(Observer):
 
 
 class MovingMinMaxObserver(Observer):
-    """``moving_minmax``: exponential moving average of the per-sample min and max.
+    """``moving_minmax``: exponential moving average of the per-sample min and max, bias-corrected.
+
+    ``m_t = sum_k c (1 - c)^(t - k) x_k / (1 - (1 - c)^t)``: the average of the per-sample extremes ``x_k``
+    with weights ``(1 - c)^(t - k)``, normalized by their sum (as Adam corrects its moment estimates).
+    The usual form (``m <- m + c (x - m)`` initialized with the first sample) gives the first sample the
+    weight ``(1 - c)^(t - 1)``: with the default ``c = 0.01``, 73 % after 32 calibration samples, so the
+    range was essentially the first image's and depended on the order of the calibration set. Here every
+    one of the first ``~1/c`` samples weighs about the same and the estimate converges to the usual EMA
+    after many samples. O(1) state: two weighted sums and the weight sum.
 
     Parameters
     ----------
     averaging_constant
-        ``c`` in ``m <- m + c (x_min - m)``; the first sample initializes ``m``.
+        ``c`` in ``(0, 1]``; ``c = 1`` uses the last sample only.
     """
 
     calibrator = Calibrator.MOVING_MINMAX
@@ -183,16 +191,19 @@ class MovingMinMaxObserver(Observer):
         if not 0.0 < averaging_constant <= 1.0:
             raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
         self.averaging_constant = float(averaging_constant)
+        self._sum_min = 0.0
+        self._sum_max = 0.0
+        self._weight = 0.0
         self._avg_min = math.nan
         self._avg_max = math.nan
 
     def _observe(self, x: np.ndarray, lo: float, hi: float) -> None:
-        if math.isnan(self._avg_min):
-            self._avg_min, self._avg_max = lo, hi
-        else:
-            c = self.averaging_constant
-            self._avg_min += c * (lo - self._avg_min)
-            self._avg_max += c * (hi - self._avg_max)
+        decay = 1.0 - self.averaging_constant
+        self._sum_min = decay * self._sum_min + lo
+        self._sum_max = decay * self._sum_max + hi
+        self._weight = decay * self._weight + 1.0
+        self._avg_min = self._sum_min / self._weight
+        self._avg_max = self._sum_max / self._weight
 
     @property
     def moving_min(self) -> float:

@@ -22,6 +22,7 @@ the exact model is returned.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -297,6 +298,22 @@ class _KLCost:
         return flat.reshape(i.shape)
 
 
+def _coarse_to_fine_1d(cost: Callable[[np.ndarray], np.ndarray], n: int, points: int, seeds: int) -> int:
+    """Index in ``range(n)`` minimizing ``cost`` (vectorized over index arrays): every ``n / points``-th
+    candidate, then all candidates within one stride of the ``seeds`` best ones."""
+    coarse = _grid_points(0, n - 1, points)
+    c = cost(coarse)
+    stride = _spacing(coarse)
+    best_k, best_c = int(coarse[int(np.argmin(c))]), float(np.min(c))
+    for a in np.argsort(c)[:seeds]:
+        k = np.arange(max(0, int(coarse[a]) - stride), min(n - 1, int(coarse[a]) + stride) + 1)
+        ck = cost(k)
+        j = int(np.argmin(ck))
+        if ck[j] < best_c:
+            best_k, best_c = int(k[j]), float(ck[j])
+    return best_k
+
+
 def search_entropy(
     lh: LatticeHistogram,
     kind: RangeKind,
@@ -310,9 +327,9 @@ def search_entropy(
     """``entropy`` calibrator: KL-divergence clipping range (:class:`_KLCost`, ``sub_bins`` per group).
 
     - ``SYMMETRIC``: TensorRT's setting, on the histogram of ``|x|`` with ``q + 1`` quantized bins (128
-      for int8: the levels 0..127 of one sign); threshold ``t`` gives ``(-t, t)``; dense over the edges.
-    - ``ONE_SIDED``: ``[0, t]`` with ``n_levels`` quantized bins, negative mass clipped into the zero atom;
-      dense over the edges.
+      for int8: the levels 0..127 of one sign); threshold ``t`` gives ``(-t, t)``.
+    - ``ONE_SIDED``: ``[0, t]`` with ``n_levels`` quantized bins, negative mass clipped into the zero atom.
+      Both scan the histogram edges coarse-to-fine (:func:`_coarse_to_fine_1d`).
     - ``ASYMMETRIC``: ``[alpha, beta]`` with ``n_levels`` quantized bins on the *signed* histogram, both
       cuts searched jointly (coarse-to-fine 2-D over the edges, :func:`_coarse_to_fine_2d`). Both sides
       share one grid, so how many levels each side gets follows from the cuts instead of being fixed
@@ -336,7 +353,8 @@ def search_entropy(
         if stop < 1 or top <= 0:
             return 0.0, 0.0
         t = np.unique(np.minimum(side.edge_value(np.arange(1, stop + 1)), top))
-        t = float(t[int(np.argmin(_KLCost(side, groups, sub_bins).kl(np.zeros_like(t), t)))])
+        cost = _KLCost(side, groups, sub_bins)
+        t = float(t[_coarse_to_fine_1d(lambda k: cost.kl(np.zeros(k.shape[0]), t[k]), t.shape[0], 4 * coarse_points, seeds)])
         return (-t, t) if kind is RangeKind.SYMMETRIC else (0.0, t)
     i_lo, j_hi = lh.support()
     z = lh.zero_edge
