@@ -19,6 +19,10 @@ Usage::
 
     python scripts/bench_accuracy.py                         # full run, writes results/accuracy.{json,md}
     python scripts/bench_accuracy.py --quick --models mnist  # CI-sized smoke run
+    python scripts/bench_accuracy.py --dry-run               # list the tasks (every model x every row)
+
+Every row runs on every model, YOLOX included, unless ``--skip MODEL/CONFIG`` leaves it out (the previous
+results table skipped the non-MinMax hybrid calibrators on YOLOX that way, for time).
 
 Each (model, configuration) is an independent task (quantize, compile, evaluate) run in a pool of
 ``--jobs`` processes; the TVM builds are untuned, so evaluation dominates the run time.
@@ -583,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cached-only", action="store_true", help="with --resume: only report cached results, run nothing"
     )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="list the MODEL/CONFIG tasks that would run, then exit"
+    )
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel worker processes")
     ap.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     args = ap.parse_args(argv)
@@ -603,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
         ((m, c) for m in models for c in configs if f"{m}/{c.key}" not in skip),
         key=lambda t: _task_priority(*t),
     )
+    if args.dry_run:
+        for m, c in tasks:
+            print(f"{m}/{c.key}")
+        print(f"{len(tasks)} tasks; skipped: {', '.join(sorted(skip)) or 'none'}")
+        return 0
     results = []
     if args.resume:
         todo = []
