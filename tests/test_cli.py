@@ -77,6 +77,7 @@ def test_every_subcommand_has_help(capsys, name: str) -> None:
 
 def test_board_help_and_usage_errors_exit_2(capsys) -> None:
     assert run(capsys, "board", "--help")[0] == 0
+    assert run(capsys, "board", "list")[0] == 0
     assert run(capsys, "board")[0] == 2
     code, _, err = run(capsys)
     assert code == 2 and "usage:" in err
