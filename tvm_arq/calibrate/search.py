@@ -233,6 +233,10 @@ class _KLCost:
     every grid represents exactly: it is left out of ``P`` and ``Q`` (its spike would otherwise dominate
     the divergence and drive the threshold down on any tensor with many zeros).
 
+    Candidate ranges narrower than ``groups`` histogram bins are not scored (TensorRT's ``i >= n_q``):
+    their groups are narrower than a bin, where the re-sampled ``P`` is uniform by construction and the
+    KL cannot see any information loss.
+
     Parameters
     ----------
     lh
@@ -241,9 +245,12 @@ class _KLCost:
         Quantized bins ``n_q`` (levels the range is mapped onto).
     sub_bins
         Sub-bins per group.
+    min_bins
+        :meth:`cost` of edge pairs ``j - i < min_bins`` is ``inf``.
     """
 
-    def __init__(self, lh: LatticeHistogram, groups: int, sub_bins: int = KL_SUB_BINS) -> None:
+    def __init__(self, lh: LatticeHistogram, groups: int, sub_bins: int = KL_SUB_BINS, min_bins: int = 0) -> None:
+        self.min_bins = int(min_bins)
         counts = np.asarray(lh.counts, dtype=np.float64).copy()
         z = lh.zero_edge
         if 0 <= z < counts.shape[0]:
@@ -295,6 +302,7 @@ class _KLCost:
         """KL of the edge-index ranges ``[edge i, edge j]`` (broadcast; ``steps`` unused, for the 2-D search)."""
         i, j = np.broadcast_arrays(np.asarray(i), np.asarray(j))
         flat = self.kl(self.lh.edge_value(i.ravel()), self.lh.edge_value(j.ravel()))
+        flat[(j - i).ravel() < self.min_bins] = np.inf  # a group narrower than a bin: the KL cannot see it
         return flat.reshape(i.shape)
 
 
@@ -352,7 +360,9 @@ def search_entropy(
         stop = side.support()[1]
         if stop < 1 or top <= 0:
             return 0.0, 0.0
-        t = np.unique(np.minimum(side.edge_value(np.arange(1, stop + 1)), top))
+        if stop <= groups:  # TensorRT's rule: a group never narrower than a histogram bin
+            return (-top, top) if kind is RangeKind.SYMMETRIC else (0.0, top)
+        t = np.unique(np.minimum(side.edge_value(np.arange(groups, stop + 1)), top))
         cost = _KLCost(side, groups, sub_bins)
         t = float(t[_coarse_to_fine_1d(lambda k: cost.kl(np.zeros(k.shape[0]), t[k]), t.shape[0], 4 * coarse_points, seeds)])
         return (-t, t) if kind is RangeKind.SYMMETRIC else (0.0, t)
@@ -360,7 +370,9 @@ def search_entropy(
     z = lh.zero_edge
     if i_lo == j_hi:
         return 0.0, 0.0
-    cost = _KLCost(lh, steps + 1, sub_bins)
+    if j_hi - i_lo <= steps + 1:
+        return lo, hi
+    cost = _KLCost(lh, steps + 1, sub_bins, min_bins=steps + 1)
     bi, bj = _coarse_to_fine_2d(cost, (i_lo, z), (z, j_hi), steps, coarse_points, seeds)
     return float(lh.edge_value(bi)), float(lh.edge_value(bj))
 
