@@ -113,6 +113,22 @@ def test_whole_cross_modules_compile(graphs: dict[str, tvm.IRModule], target: st
     assert asm_of(ex)
 
 
+@pytest.mark.parametrize("target", ["aarch64-dotprod", "riscv64-rvv", "riscv64"])
+def test_pools_and_every_window_op_compile_for_cross_targets(target: str) -> None:
+    """Regression: the default NHWC average-pool schedule vectorized its window sum, which TVM's RVV
+    codegen rejects (``lanes_match``)."""
+    spec = Spec(channels=4, size=8, ops=["conv", "dwconv", "add", "maxpool", "conv", "avgpool", "concat"], seed=11)
+    mod = build_graph(spec)
+    info = resolve_target(target)
+    int_mod = quantize_module(mod, calibration_set(mod, 2, seed=3, skew=0.4), QuantConfig(scheme=Scheme.HYBRID),
+                              info.act_dtype, progress=False).int_mod
+    lm = ApplyDefaultSchedules()(convert_layout(int_mod, info))
+    ops = {str(f.attrs.get("arq.op", "")) for f in lm.functions.values()
+           if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None}
+    assert {"qavgpool2d_nhwc", "qmaxpool2d_nhwc", "qdwconv2d_nhwc"} <= ops
+    assert asm_of(tvm.compile(lm, target=info.target))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (HOST.has_vnni and HOST.is_host), reason="needs an AVX-512 VNNI host")
 def test_tuned_conv_template_keeps_vpdpbusd_and_is_exact(graphs: dict[str, tvm.IRModule], tmp_path: Path) -> None:
