@@ -69,6 +69,10 @@ class QuantConfig:
         as near-symmetric.
     skip_ops
         Relax op names (e.g. ``"relax.nn.conv2d"``) to keep in float.
+    bias_correction
+        Remove the expected output shift of the weight rounding from every conv2d / dense bias, using the
+        per-channel means of its input over the calibration set (all schemes; see
+        :mod:`tvm_arq.passes.annotate`).
     """
 
     scheme: Scheme = Scheme.HYBRID
@@ -76,6 +80,7 @@ class QuantConfig:
     act_dtype: str | None = None
     symmetric_tolerance: float = 0.8
     skip_ops: tuple[str, ...] = field(default_factory=tuple)
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheme", Scheme(self.scheme))

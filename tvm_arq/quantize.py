@@ -24,7 +24,7 @@ from .config import QuantConfig, RangeKind, Scheme
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization
 from .passes.elementwise import saturation_interval
-from .passes.graph import tensor_shape
+from .passes.graph import bindings_of, tensor_shape
 from .qmath import QParams, choose_qparams
 
 logger = logging.getLogger(__name__)
@@ -121,18 +121,57 @@ def compile_host(mod: tvm.IRModule) -> relax.VirtualMachine:
     return relax.VirtualMachine(ex, tvm.cpu())
 
 
+class ChannelMean:
+    """Streaming per-channel mean of a tensor (channel axis 1 for NCHW conv inputs, -1 for dense inputs)."""
+
+    def __init__(self, axis: int):
+        self.axis = axis
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.moveaxis(np.asarray(x, np.float64), self.axis, -1)
+        s = x.reshape(-1, x.shape[-1]).sum(axis=0)
+        self.total = s if self.total is None else self.total + s
+        self.count += x.size // x.shape[-1]
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.total is None:
+            raise ValueError("ChannelMean: no data")
+        return self.total / self.count
+
+
+def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
+    """Data inputs of the conv2d / dense anchors of ``plan``: ``{tensor name: channel axis}``."""
+    out = {}
+    for b in bindings_of(mod["main"]):
+        op_plan = plan.ops.get(b.name)
+        if op_plan is not None and op_plan.role is Role.ANCHOR and isinstance(b.value.args[0], relax.Var):
+            out[b.value.args[0].name] = 1 if b.op == "relax.nn.conv2d" else -1
+    return out
+
+
 def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config: QuantConfig,
-              progress: bool = True) -> dict:
+              progress: bool = True, input_means: dict[str, ChannelMean] | None = None) -> dict:
     """Run the float module over ``calibration`` and stream every quantization point into an observer.
 
     Returns ``{point name: observer}``. Memory stays bounded: one sample's activations at a time.
+    If ``input_means`` (a dict) is given, it is filled with the per-channel mean of every conv2d / dense
+    data input (:func:`anchor_inputs`, for bias correction).
     """
     specs = input_specs(mod)
     from .calibrate import make_observer
 
-    cal_mod = InsertCalibration(plan.points)(mod)
+    mean_axes = anchor_inputs(mod, plan) if input_means is not None else {}
+    extra = [n for n in mean_axes if n not in plan.points]
+    exposed = list(plan.points) + extra
+    cal_mod = InsertCalibration(exposed)(mod)
     vm = compile_host(cal_mod)
     observers = {p: make_observer(config.calibrator) for p in plan.points}
+    if input_means is not None:
+        input_means.update({n: ChannelMean(a) for n, a in mean_axes.items()})
+    index = {n: j for j, n in enumerate(exposed)}
     n = 0
     total = len(calibration) if hasattr(calibration, "__len__") and not isinstance(calibration, str | bytes) else None
     it = tqdm(_samples(calibration), total=total, desc="calibrating", unit="sample", disable=not progress,
@@ -146,6 +185,8 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
                 observers[p].update(arr)
             except ValueError as e:
                 raise CalibrationError(f"tensor {p!r} on calibration sample {i}: {e}") from e
+        for name in mean_axes:
+            input_means[name].update(res[index[name] + 1].numpy())
         n += 1
     if n == 0:
         raise CalibrationError("calibration data is empty: pass at least one sample (a few hundred is typical)")
@@ -232,8 +273,9 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
     if not plan.points:
         raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "
                          "build it with scheme='float' to compile it unquantized")
-    observers = calibrate(mod, calibration, plan, config, progress=progress)
+    means: dict[str, ChannelMean] | None = {} if config.bias_correction else None
+    observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means)
     qparams = select_qparams(plan, observers, config, act_dtype)
-    qdq = AnnotateQuantization(plan, qparams)(mod)
+    qdq = AnnotateQuantization(plan, qparams, {k: m.mean for k, m in (means or {}).items()})(mod)
     int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)

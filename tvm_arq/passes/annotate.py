@@ -4,6 +4,14 @@ Every tensor computed in the integer domain gets a ``quantize -> dequantize`` pa
 zero point and storage dtype; conv2d / dense weights become ``dequantize(int8 constant, per-channel
 scale, 0)``.  The result still runs in float (fake quantization), which is what ``RealizeInteger``
 pattern-matches and lowers to integer kernels.
+
+**Bias correction.** Rounding the weights of a channel shifts its output by ``sum_k (Q(w_k) - w_k) x_k``,
+whose expectation ``sum_k (Q(w_k) - w_k) E[x_k]`` is not zero when the input has a non-zero mean (every
+ReLU6 output has one). Given the calibrated per-channel means of an anchor's input, that expected shift is
+subtracted from the layer's float bias (Nagel et al., "Data-Free Quantization Through Weight Equalization
+and Bias Correction", ICCV 2019, empirical variant). It is a compile-time constant: it ends up in the int32
+bias like the zero-point terms, so the integer kernels are unchanged. Padding is treated as if it carried
+the channel mean (a border approximation).
 """
 
 from __future__ import annotations
@@ -24,6 +32,21 @@ def qdq(bb: relax.BlockBuilder, x: relax.Expr, qp: QParams, name: str) -> relax.
     z = relax.const(qp.zero_point, qp.dtype)
     q = bb.emit(R.quantize(x, s, z, axis=-1, out_dtype=qp.dtype), name + "_q")
     return bb.emit(R.dequantize(q, s, z, axis=-1, out_dtype="float32"), name + "_dq")
+
+
+def weight_shift(w: np.ndarray, w_hat: np.ndarray, input_mean: np.ndarray, op: str, groups: int = 1) -> np.ndarray:
+    """Expected output shift per output channel caused by replacing weights ``w`` by ``w_hat``.
+
+    ``sum_k (w_hat - w)[o, k] * E[x_k]`` with ``E[x]`` per input channel (``input_mean``). ``op`` is
+    ``"relax.nn.conv2d"`` (OIHW weights, ``groups`` groups) or ``"relax.matmul"`` (``(in, out)`` weights).
+    """
+    d = w_hat.astype(np.float64) - w.astype(np.float64)
+    m = np.asarray(input_mean, np.float64).reshape(-1)
+    if op == "relax.matmul":
+        return m @ d
+    o, i_per_group = d.shape[0], d.shape[1]
+    d = d.reshape(groups, o // groups, i_per_group, -1).sum(axis=3)
+    return np.einsum("goi,gi->go", d, m.reshape(groups, i_per_group)).reshape(o)
 
 
 def dq_weight(w: np.ndarray, axis: int) -> relax.Expr:
@@ -47,20 +70,28 @@ class AnnotateQuantization:
         From :func:`~tvm_arq.passes.analysis.plan_quantization` on the same module.
     qparams
         Parameters of every quantization point (``plan.points``).
+    input_means
+        Optional per-channel means of the data inputs of conv2d / dense anchors over the calibration set,
+        keyed by the input tensor's name (see :class:`~tvm_arq.quantize.ChannelMean`). Given,
+        the expected output shift of the weight rounding is removed from the anchor's bias (bias
+        correction, see the module docstring). Anchors without a bias add are left as they are.
     """
 
-    def __init__(self, plan: QuantPlan, qparams: dict[str, QParams]):
+    def __init__(self, plan: QuantPlan, qparams: dict[str, QParams],
+                 input_means: dict[str, np.ndarray] | None = None):
         missing = [p for p in plan.points if p not in qparams]
         if missing:
             raise KeyError(f"no quantization parameters for {missing[:5]}")
         self.plan = plan
         self.qparams = qparams
+        self.input_means = input_means or {}
 
     def _qp(self, name: str) -> QParams:
         return self.qparams[self.plan.qsource[name]]
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         plan = self.plan
+        shifts: dict[str, np.ndarray] = {}  # group output -> expected shift to remove from the bias add
 
         def on_start(rb: Rebuilder):
             for p in rb.func.params:
@@ -72,7 +103,19 @@ class AnnotateQuantization:
             if op_plan is not None and op_plan.role is Role.ANCHOR:
                 w = value.args[1].value.numpy()
                 axis = 0 if b.op == "relax.nn.conv2d" else 1
+                x = b.value.args[0]  # the original (float) input: means are keyed by its name
+                mean = self.input_means.get(x.name) if isinstance(x, relax.Var) else None
+                if mean is not None:
+                    qw, scales = quantize_weights_per_channel(w, axis=axis)
+                    shape = [1] * w.ndim
+                    shape[axis] = -1
+                    groups = int(value.attrs.groups) if b.op == "relax.nn.conv2d" else 1
+                    shifts[op_plan.group_output] = weight_shift(
+                        w, qw.astype(np.float32) * scales.reshape(shape), np.asarray(mean), b.op, groups)
                 value = relax.Call(value.op, [value.args[0], dq_weight(w, axis)], value.attrs, value.ty_args)
+            elif (op_plan is not None and op_plan.role is Role.EPILOGUE and b.op == "relax.add"
+                  and op_plan.group_output in shifts):
+                value = _corrected_bias(value, shifts.pop(op_plan.group_output))
             quantized_here = plan.is_int(b.name) and not (
                 op_plan is not None and op_plan.role in (Role.ANCHOR, Role.EPILOGUE) and op_plan.group_output != b.name
             )
@@ -82,3 +125,15 @@ class AnnotateQuantization:
             return qdq(rb.bb, v, self._qp(b.name), b.name)
 
         return Rebuilder(mod).run(on_binding, on_start=on_start)
+
+
+def _corrected_bias(add: relax.Call, shift: np.ndarray) -> relax.Call:
+    """The bias add ``add`` of a group with ``shift`` subtracted from its constant operand."""
+    args = list(add.args)
+    k = next((i for i, a in enumerate(args) if isinstance(a, tvm.ir.expr.Constant)), None)
+    if k is None:  # bias bound through a var: leave it (the planner accepts only constants anyway)
+        return add
+    c = args[k].value.numpy()
+    new = (c.astype(np.float64) - shift.reshape(c.shape)).astype(c.dtype)
+    args[k] = relax.const(new, str(c.dtype))
+    return relax.Call(add.op, args, add.attrs, add.ty_args)
