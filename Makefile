@@ -38,7 +38,7 @@ boards: setup
 	bash scripts/setup_boards.sh $(VPY) $$(nproc)
 
 test: setup assets boards
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q --durations=25 tests
 
 lint: setup
 	$(VENV)/bin/ruff check tvm_arq tests scripts tutorials
