@@ -4,7 +4,7 @@
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core npm
+APT_PKGS := g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user fonts-dejavu-core
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint clean apt assets boards
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
