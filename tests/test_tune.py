@@ -289,9 +289,7 @@ def test_second_tune_reuses_records(tuned_conv: tuple[Path, float], monkeypatch:
     monkeypatch.setattr(tune_mod, "_make_builder", no_measuring)
     monkeypatch.setattr(tune_mod, "_make_runner", no_measuring)
     cfg = TuneConfig(trials=8, trials_per_iter=8, work_dir=work_dir, **SMALL)
-    started = time.perf_counter()
     db = tune(conv_module(), "host", cfg)
-    assert time.perf_counter() - started < 20
     assert len(db) == 8
     assert record_lines(work_dir) == before
 

@@ -651,7 +651,11 @@ class _ProgressCallback(ms.measure_callback.PyMeasureCallback):
                 secs = float(np.mean([float(s) for s in run.run_secs]))
                 self.best[name] = min(self.best.get(name, float("inf")), secs)
         self.measured += len(measure_candidates)
-        self.bar.update(len(measure_candidates))
+        # MetaSchedule may overshoot the budget with its last batch: the bar stops at its total
+        # (``measured`` keeps the true count)
+        total = self.bar.total
+        self.bar.update(len(measure_candidates) if total is None else max(0, min(len(measure_candidates),
+                                                                               total - self.bar.n)))
         postfix = {"task": name[:24], "failed": self.build_failures + self.run_failures}
         if name in self.best:
             postfix["best_us"] = round(self.best[name] * 1e6, 1)
