@@ -31,6 +31,8 @@ Each (model, configuration) is an independent task (quantize, compile, evaluate)
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -512,9 +514,27 @@ def _checks(records: list[Record], cols: list[tuple[str, str, str]]) -> list[str
 
 
 # ------------------------------------------------------------------------------------------ main
+@functools.lru_cache(maxsize=2)
+def _code_digest(engine: str) -> str:
+    """Version of the code a cached row depends on: the ``tvm_arq`` sources, or onnxruntime's version."""
+    h = hashlib.sha1()
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        h.update(onnxruntime.__version__.encode())
+    else:
+        pkg = Path(__file__).resolve().parent.parent / "tvm_arq"
+        for f in sorted(pkg.rglob("*.py")):
+            h.update(str(f.relative_to(pkg)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:8]
+
+
 def _cache_path(out: Path, model: str, cfg: Config, sizes: Sizes) -> Path:
+    """Cache file of one task: keyed by model, row, data sizes and code version (a quantizer change
+    invalidates the tvm_arq rows, never silently serves pre-change results)."""
     safe = cfg.key.replace(":", "-")
-    return out / "cache" / f"{model}__{safe}__{sizes.digest()}.pkl"
+    return out / "cache" / f"{model}__{safe}__{sizes.digest()}__{_code_digest(cfg.engine)}.pkl"
 
 
 def _load_cached(path: Path) -> dict[str, Any] | None:
@@ -582,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma list of MODEL/CONFIG tasks not to run, e.g. yolox/hybrid:mse"
     )
     ap.add_argument(
-        "--resume", action="store_true", help="reuse task results cached in OUT/cache by earlier runs"
+        "--resume", action="store_true", help="reuse task results cached in OUT/cache by earlier runs of the same code and data sizes"
     )
     ap.add_argument(
         "--cached-only", action="store_true", help="with --resume: only report cached results, run nothing"
