@@ -371,7 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--tracker", metavar="HOST:PORT", help="a TVM RPC tracker (with --key)")
         p.add_argument("--key", help="tracker key the boards registered with")
 
-    ap = argparse.ArgumentParser(prog="tvm-arq", description=__doc__, parents=[common])
+    ap = argparse.ArgumentParser(
+        prog="tvm-arq", parents=[common],
+        description="tvm_arq: quantize ONNX CNNs to integer-only int8 (hybrid asymmetric or symmetric), tune them "
+                    "with MetaSchedule and deploy them to ARM / RISC-V boards over TVM RPC. "
+                    "Run `tvm-arq COMMAND --help` for the options of a command.",
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", parents=[common],
