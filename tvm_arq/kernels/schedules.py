@@ -346,8 +346,13 @@ def default_schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
 POOL_KERNELS = ("qmaxpool2d_nhwc", "qavgpool2d_nhwc")
 
 
-def schedule_pool_nhwc(sch: s_tir.Schedule, vector: int = 32) -> None:
-    """Default schedule of an NHWC pooling kernel: rows in parallel, channels in vector lanes."""
+def schedule_pool_nhwc(sch: s_tir.Schedule, vector: int = 32, vectorize_compute: bool = True) -> None:
+    """Default schedule of an NHWC pooling kernel: rows in parallel, channels in vector lanes.
+
+    With ``vectorize_compute=False`` only the padding copy is vectorized (the average pool: its int32
+    window sum and int64 floor division do not vectorize on every target, TVM's RVV codegen fails a
+    lane check).
+    """
     root = sch.get_sblock("root")
     for blk in sch.get_child_blocks(root):
         loops = sch.get_loops(blk)
@@ -364,20 +369,17 @@ def schedule_pool_nhwc(sch: s_tir.Schedule, vector: int = 32) -> None:
         else:
             ko, ki = sch.split(k, [None, vec])
         sch.parallel(sch.fuse(b, i))
-        # the average pool's int32 window sum and int64 floor division do not vectorize on every
-        # target (TVM's RVV codegen fails a lane check), so only its padding copy is vectorized
-        averaging = any(sch.get(b).name_hint == "qavgpool" for b in sch.get_child_blocks(root))
-        if vec > 1 and (not averaging or sch.get(blk).name_hint == "pad"):
+        if vec > 1 and (vectorize_compute or sch.get(blk).name_hint == "pad"):
             sch.vectorize(ki)
 
 
 def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """Schedule one kernel with its template and heuristic tile sizes; ``None`` if it has no rule
     (or is already scheduled)."""
-    if func.attrs is not None and str(func.attrs.get("arq.op", "")) in POOL_KERNELS \
-            and not bool(func.attrs.get("tirx.is_scheduled", False)):
+    op = str(func.attrs.get("arq.op", "")) if func.attrs is not None else ""
+    if op in POOL_KERNELS and not bool(func.attrs.get("tirx.is_scheduled", False)):
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-        schedule_pool_nhwc(sch)
+        schedule_pool_nhwc(sch, vectorize_compute=op != "qavgpool2d_nhwc")
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     sch = default_schedule(func)
     if sch is None:
