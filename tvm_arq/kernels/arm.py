@@ -12,7 +12,8 @@ sub-block (16 contiguous bytes, one ``q`` register) is one call of TVM's 4x4 int
 
 from __future__ import annotations
 
-from .schedules import DepthwiseTarget, PackedConvTarget, register_rule
+from ..layoutspec import DepthwiseTarget, PackedConvTarget
+from .schedules import register_rule
 
 #: 4 ``q`` accumulators per 16-lane block; 6 blocks leave room for weights and activations
 SDOT_CONV = PackedConvTarget(

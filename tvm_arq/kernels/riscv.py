@@ -9,7 +9,8 @@ kernel compiles to scalar code. Activations keep their storage dtype (RVV has u8
 
 from __future__ import annotations
 
-from .schedules import DepthwiseTarget, PackedConvTarget, register_rule
+from ..layoutspec import DepthwiseTarget, PackedConvTarget
+from .schedules import register_rule
 
 RVV_CONV = PackedConvTarget(
     rule="arq_rvv_conv", lanes=16, kgroup=1, domain_dtype=None, intrin=None, sub_lanes=16,

@@ -13,7 +13,8 @@ are one ``zmm`` operand. Our LLVM-22-correct intrinsic ``dot_16x4_vnni`` is regi
 
 from __future__ import annotations
 
-from .schedules import DepthwiseTarget, PackedConvTarget, register_rule
+from ..layoutspec import DepthwiseTarget, PackedConvTarget
+from .schedules import register_rule
 
 #: AVX-512 VNNI: 16 output channels x 4 input channels per ``vpdpbusd zmm``; up to 24 zmm accumulators
 VNNI_CONV = PackedConvTarget(

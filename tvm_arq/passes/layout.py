@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import tvm
@@ -36,7 +35,8 @@ from tvm import relax
 
 from ..kernels import arm, riscv, x86
 from ..kernels.nhwc import NHWC_KERNELS
-from ..kernels.schedules import OPAQUE, DepthwiseTarget, PackedConvTarget
+from ..kernels.schedules import OPAQUE
+from ..layoutspec import LayoutPlan, PackedConvTarget
 from ..qmath import dtype_range
 from ..target import Arch, TargetInfo, resolve_target
 from .graph import bindings_of, tensor_shape, uses
@@ -52,25 +52,6 @@ AXIS_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
 
 #: generic kernels whose semantics do not depend on the layout (their axis parameters are remapped)
 _AGNOSTIC = ("qadd", "qmul", "qconcat", "qlut", "qclamp", "qpad", "qsoftmax")
-
-
-@dataclass(frozen=True)
-class LayoutPlan:
-    """Kernels a target uses.
-
-    Attributes
-    ----------
-    conv
-        Packed conv configuration (tensorized when it has an intrinsic).
-    conv_fallback
-        Configuration used when shifting the activation into ``conv.domain_dtype`` could overflow.
-    depthwise
-        Depthwise configuration.
-    """
-
-    conv: PackedConvTarget
-    conv_fallback: PackedConvTarget
-    depthwise: DepthwiseTarget
 
 
 def layout_plan(target) -> LayoutPlan:
