@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,9 @@ class QuantizedModel:
     executable: Any
     float_ir: tvm.IRModule | None = None
     build_seconds: float = 0.0
-    _host_vm: Any = field(default=None, repr=False)
+    _host_exec: Any = field(default=None, repr=False)
+    _vms: threading.local = field(default_factory=threading.local, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def scheme(self) -> Scheme:
@@ -72,14 +75,25 @@ class QuantizedModel:
         return [] if self.plan is None else list(self.plan.fallbacks)
 
     def _vm(self) -> relax.VirtualMachine:
-        if self._host_vm is None:
-            if self.target.is_host:
-                ex = self.executable
-            else:
-                logger.info("target %s does not run here: building a host copy for run()", self.target.triple)
-                ex = tvm.compile(self.ir, target=tvm.target.Target({"kind": "llvm"}))
-            self._host_vm = relax.VirtualMachine(ex, tvm.cpu())
-        return self._host_vm
+        """This thread's virtual machine for the host executable.
+
+        A Relax VM holds its register file and call frames, so one VM must never run two calls at once:
+        every thread gets its own VM (created on the thread's first call, about a millisecond and the
+        size of the VM's registers; the executable and its weights are shared). ``run`` is therefore safe
+        to call from many threads at once, without a lock.
+        """
+        vm = getattr(self._vms, "vm", None)
+        if vm is None:
+            with self._lock:
+                if self._host_exec is None:
+                    if self.target.is_host:
+                        self._host_exec = self.executable
+                    else:
+                        logger.info("target %s does not run here: building a host copy for run()",
+                                    self.target.triple)
+                        self._host_exec = tvm.compile(self.ir, target=tvm.target.Target({"kind": "llvm"}))
+            vm = self._vms.vm = relax.VirtualMachine(self._host_exec, tvm.cpu())
+        return vm
 
     def run(self, *inputs: np.ndarray):
         """Run on this machine; returns a numpy array (or a tuple for several outputs)."""

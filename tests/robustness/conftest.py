@@ -14,6 +14,7 @@ CATEGORIES = {
     "test_bad_calibration": "bad calibration data",
     "test_numerics": "numerical limits",
     "test_faults": "faults",
+    "test_concurrency": "concurrency",
 }
 
 _outcomes: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
