@@ -73,6 +73,10 @@ class QuantConfig:
         Remove the expected output shift of the weight rounding from every conv2d / dense bias, using the
         per-channel means of its input over the calibration set (all schemes; see
         :mod:`tvm_arq.passes.annotate`).
+    calibration_checks
+        Sanity rules on the calibration data (see :func:`tvm_arq.quantize.calibrate`): a constant model input
+        is an error, and a range whose extreme comes from a few outlier samples is clipped to the other
+        samples' range (with a warning). ``False`` builds on such data as it is.
     """
 
     scheme: Scheme = Scheme.HYBRID
@@ -81,6 +85,7 @@ class QuantConfig:
     symmetric_tolerance: float = 0.8
     skip_ops: tuple[str, ...] = field(default_factory=tuple)
     bias_correction: bool = True
+    calibration_checks: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheme", Scheme(self.scheme))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -31,7 +32,72 @@ logger = logging.getLogger(__name__)
 
 
 class CalibrationError(ValueError):
-    """Calibration data that cannot be used (shape, dtype, NaN/Inf, empty)."""
+    """Calibration data that cannot be used (shape, dtype, NaN/Inf, empty, constant)."""
+
+
+#: outlier rule: at least this many samples are needed to tell an outlier sample from the data
+OUTLIER_MIN_SAMPLES = 8
+#: ... at most this share of the samples (and at least one) may be outliers ...
+OUTLIER_MAX_SHARE = 0.02
+#: ... and their extreme must exceed the largest magnitude of all other samples by this factor (the other
+#: samples would then use at most 1/16 of the grid: 16 of 256 levels)
+OUTLIER_FACTOR = 16.0
+
+
+@dataclass(frozen=True)
+class OutlierClip:
+    """A quantization point whose range is dominated by a few outlier samples (see :func:`find_outliers`).
+
+    Attributes
+    ----------
+    lo, hi
+        Range of the other samples (always holding 0), to which the chosen range is clipped.
+    samples
+        Indices of the outlier samples.
+    extreme
+        The outliers' extreme value.
+    bulk
+        Largest magnitude over the other samples.
+    """
+
+    lo: float
+    hi: float
+    samples: tuple[int, ...]
+    extreme: float
+    bulk: float
+
+    def describe(self, n: int) -> str:
+        ratio = abs(self.extreme) / self.bulk if self.bulk > 0 else math.inf
+        return (f"calibration sample(s) {list(self.samples)} reach {self.extreme:.4g}, {ratio:.3g}x the largest "
+                f"|value| {self.bulk:.4g} of the other {n - len(self.samples)} samples: range clipped to "
+                f"[{self.lo:.4g}, {self.hi:.4g}]")
+
+
+def find_outliers(smin: np.ndarray, smax: np.ndarray) -> OutlierClip | None:
+    """The outlier rule on one tensor's per-sample extremes (bounded memory: two floats per sample).
+
+    A range is *outlier-dominated* when its extreme (either side) comes from at most
+    ``max(1, OUTLIER_MAX_SHARE * n)`` of ``n >= OUTLIER_MIN_SAMPLES`` samples and exceeds
+    ``OUTLIER_FACTOR`` times the largest (non-zero) magnitude of all other samples: quantizing on it would leave the
+    real data on a handful of levels (one pixel of 1e4 among images in [-3, 3] puts every real value on
+    the zero point). The range is then clipped to the other samples' range.
+    """
+    n = len(smax)
+    if n < OUTLIER_MIN_SAMPLES:
+        return None
+    k_max = max(1, int(OUTLIER_MAX_SHARE * n))
+    mag = np.maximum(np.abs(smin), np.abs(smax))
+    order = np.argsort(-mag, kind="stable")
+    for k in range(1, k_max + 1):
+        rest = order[k:]
+        bulk = float(mag[rest].max())
+        if bulk > 0.0 and float(mag[order[k - 1]]) > OUTLIER_FACTOR * bulk:
+            out = order[:k]
+            lo, hi = min(float(smin[rest].min()), 0.0), max(float(smax[rest].max()), 0.0)
+            extreme = float(smax[out].max()) if float(np.abs(smax[out]).max()) >= float(np.abs(smin[out]).max()) \
+                else float(smin[out].min())
+            return OutlierClip(lo, hi, tuple(sorted(int(i) for i in out)), extreme, bulk)
+    return None
 
 
 def input_specs(mod: tvm.IRModule) -> list[tuple[str, tuple[int, ...], str]]:
@@ -153,12 +219,20 @@ def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
 
 
 def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config: QuantConfig,
-              progress: bool = True, input_means: dict[str, ChannelMean] | None = None) -> dict:
+              progress: bool = True, input_means: dict[str, ChannelMean] | None = None,
+              outliers: dict[str, OutlierClip] | None = None) -> dict:
     """Run the float module over ``calibration`` and stream every quantization point into an observer.
 
     Returns ``{point name: observer}``. Memory stays bounded: one sample's activations at a time.
     If ``input_means`` (a dict) is given, it is filled with the per-channel mean of every conv2d / dense
     data input (:func:`anchor_inputs`, for bias correction).
+
+    With ``config.calibration_checks`` (the default) the data is checked:
+
+    - a float model input that is constant over all samples (all zero, say) is a :class:`CalibrationError`
+      naming the input: every range would collapse and the model would ignore its input;
+    - if ``outliers`` (a dict) is given, it receives the points whose range is dominated by a few outlier
+      samples (:func:`find_outliers`), with a warning naming the tensor and the samples.
     """
     specs = input_specs(mod)
     from .calibrate import make_observer
@@ -172,12 +246,19 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
     if input_means is not None:
         input_means.update({n: ChannelMean(a) for n, a in mean_axes.items()})
     index = {n: j for j, n in enumerate(exposed)}
+    in_lo = np.full(len(specs), np.inf)
+    in_hi = np.full(len(specs), -np.inf)
+    smin: dict[str, list[float]] = {p: [] for p in plan.points}
+    smax: dict[str, list[float]] = {p: [] for p in plan.points}
     n = 0
     total = len(calibration) if hasattr(calibration, "__len__") and not isinstance(calibration, str | bytes) else None
     it = tqdm(_samples(calibration), total=total, desc="calibrating", unit="sample", disable=not progress,
               leave=False)
     for i, sample in enumerate(it):
         arrays = normalize_sample(sample, specs, i)
+        for k, a in enumerate(arrays):
+            if a.size:
+                in_lo[k], in_hi[k] = min(in_lo[k], float(a.min())), max(in_hi[k], float(a.max()))
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         for j, p in enumerate(plan.points):
             arr = res[j + 1].numpy()
@@ -185,6 +266,9 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
                 observers[p].update(arr)
             except ValueError as e:
                 raise CalibrationError(f"tensor {p!r} on calibration sample {i}: {e}") from e
+            if arr.size:
+                smin[p].append(float(arr.min()))
+                smax[p].append(float(arr.max()))
         for name in mean_axes:
             input_means[name].update(res[index[name] + 1].numpy())
         n += 1
@@ -192,6 +276,22 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
         raise CalibrationError("calibration data is empty: pass at least one sample (a few hundred is typical)")
     if n == 1:
         logger.warning("calibrating on a single sample: ranges may not generalize")
+    if config.calibration_checks:
+        for (name, _, dtype), lo, hi in zip(specs, in_lo, in_hi, strict=True):
+            if np.issubdtype(np.dtype(dtype), np.floating) and lo == hi:
+                raise CalibrationError(
+                    f"calibration input {name!r} is constant over all {n} sample(s) (every value is {lo:g}): a "
+                    "model calibrated on it would ignore its input. Pass real samples (or "
+                    "QuantConfig(calibration_checks=False) to build on it anyway)"
+                )
+        if outliers is not None:
+            for p in plan.points:
+                if len(smax[p]) != n:
+                    continue
+                clip = find_outliers(np.asarray(smin[p]), np.asarray(smax[p]))
+                if clip is not None:
+                    outliers[p] = clip
+                    logger.warning("tensor %r: %s", p, clip.describe(n))
     return observers
 
 
@@ -199,7 +299,8 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
 SATURATION_GAIN = 0.9
 
 
-def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str) -> dict[str, QParams]:
+def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str,
+                   outliers: dict[str, OutlierClip] | None = None) -> dict[str, QParams]:
     """Choose the range kind per quantization point (the hybrid rule) and its parameters.
 
     In the hybrid scheme a tensor read only by lookup-table activations is first limited to the part
@@ -207,11 +308,18 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
     (:func:`~tvm_arq.passes.elementwise.saturation_interval`: a hard-sigmoid input is flat beyond
     +-2.5, a SiLU input below about -7); the kind is chosen on that interval and the calibrated range
     is clipped to it.
+
+    A point in ``outliers`` (:func:`find_outliers`) is treated as if its range were the other samples'
+    range: the kind is chosen on it and the calibrated range is clipped to it.
     """
     out = {}
+    outliers = outliers or {}
     for p in plan.points:
         obs = observers[p]
         lo, hi = float(obs.min), float(obs.max)
+        clip = outliers.get(p)
+        if clip is not None:
+            lo, hi = max(lo, clip.lo), min(hi, clip.hi)
         sat = None
         if config.scheme is Scheme.SYMMETRIC:
             kind, rule = RangeKind.SYMMETRIC, "symmetric scheme"
@@ -250,6 +358,13 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
             fns = sorted({plan.ops[t].reason.removeprefix("lookup table: ") for t in plan.lut_inputs[p]})
             rule += (f"; read only by lookup table(s) {', '.join(fns)}, which saturate outside "
                      f"[{sat[0]:.4g}, {sat[1]:.4g}] (observed [{obs.min:.4g}, {obs.max:.4g}]): range clipped there")
+        if clip is not None:
+            if kind is RangeKind.SYMMETRIC:
+                a = min(max(-alpha, beta), max(-clip.lo, clip.hi))
+                alpha, beta = -a, a
+            else:
+                alpha, beta = max(alpha, clip.lo), min(beta, clip.hi)
+            rule += "; outliers: " + clip.describe(obs.count)
         out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
     return out
 
@@ -274,8 +389,9 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
         raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "
                          "build it with scheme='float' to compile it unquantized")
     means: dict[str, ChannelMean] | None = {} if config.bias_correction else None
-    observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means)
-    qparams = select_qparams(plan, observers, config, act_dtype)
+    outliers: dict[str, OutlierClip] = {}
+    observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means, outliers=outliers)
+    qparams = select_qparams(plan, observers, config, act_dtype, outliers)
     qdq = AnnotateQuantization(plan, qparams, {k: m.mean for k, m in (means or {}).items()})(mod)
     int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)

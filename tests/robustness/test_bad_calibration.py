@@ -12,7 +12,7 @@ import tvm_arq
 from tests.graphs import Spec, build_graph
 from tests.robustness._models import assert_bitexact, build, conv_module, outputs, two_in_two_out_onnx
 from tests.robustness._tally import tried
-from tvm_arq.config import Calibrator
+from tvm_arq.config import Calibrator, QuantConfig
 from tvm_arq.frontend import from_onnx
 from tvm_arq.quantize import CalibrationError
 
@@ -163,9 +163,18 @@ def test_inf_produced_inside_the_network_names_the_tensor() -> None:
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, -3.0, 1e-30, 1e-40])
-def test_constant_calibration_input(mod, value) -> None:
-    """Zero / constant / denormal calibration inputs: a finite positive scale, and still bit-exact."""
-    model = build(mod, [np.full(SHAPE, value, "float32")] * 3)
+def test_constant_calibration_input_is_an_error(mod, value) -> None:
+    """A model calibrated on a constant input would ignore its input: a clear error naming the input."""
+    with pytest.raises(CalibrationError, match=r"calibration input 'x' is constant over all 3 sample\(s\) "
+                                               r"\(every value is .*\): a model calibrated on it would ignore"):
+        build(mod, [np.full(SHAPE, value, "float32")] * 3)
+    tried()
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, -3.0, 1e-30, 1e-40])
+def test_constant_calibration_input_when_checks_are_off(mod, value) -> None:
+    """Zero / constant / denormal calibration inputs, built anyway: a finite positive scale, still bit-exact."""
+    model = build(mod, [np.full(SHAPE, value, "float32")] * 3, config=QuantConfig(calibration_checks=False))
     for q in model.qparams.values():
         assert np.isfinite(q.scale) and q.scale > 0 and q.qmin <= q.zero_point <= q.qmax
     for x in [np.full(SHAPE, value, "float32"), *_cal(2, seed=11)]:
@@ -193,7 +202,9 @@ def test_all_zero_calibration_with_small_weights_and_large_bias() -> None:
     mod = conv_module(rng.normal(size=(4, 3, 3, 3)) * 1e-3, np.full(4, 0.5), act="relu",
                       then=(rng.normal(size=(2, 4, 1, 1)), np.full(2, 0.7)))
     zeros = [np.zeros((1, 3, 5, 5), "float32")] * 2
-    model = build(mod, zeros)
+    with pytest.raises(CalibrationError, match="constant"):
+        build(mod, zeros)
+    model = build(mod, zeros, config=QuantConfig(calibration_checks=False))
     f32 = tvm_arq.build(mod, None, "host", scheme="float")
     assert_bitexact(model, zeros[0])
     np.testing.assert_allclose(model.run(zeros[0]), f32.run(zeros[0]), atol=0.01)
@@ -215,6 +226,63 @@ def test_huge_outlier_sample(mod, calibrator) -> None:
         assert np.all(np.isfinite(y))
         assert_bitexact(model, x)
     tried(2)
+
+
+@pytest.mark.parametrize("calibrator", [c.value for c in Calibrator])
+def test_one_outlier_pixel_among_64_samples_is_clipped(mod, calibrator, caplog) -> None:
+    """One pixel of 1e4 in one of 64 samples: without the outlier rule every range was set by it and the model's
+    output no longer depended on its input. Now the range is clipped to the other samples' range, with a
+    warning and a rule naming the tensor and the sample, and the model follows fp32."""
+    cal = _cal(64, seed=3)
+    cal[17][0, 1, 2, 3] = 1e4
+    with caplog.at_level(logging.WARNING, logger="tvm_arq.quantize"):
+        model = build(mod, cal, calibrator=calibrator)
+    assert any("calibration sample(s) [17] reach 1e+04" in r.getMessage() for r in caplog.records)
+    q_in = [q for q in model.qparams.values() if "outliers: calibration sample(s) [17]" in q.rule]
+    assert q_in, [q.rule for q in model.qparams.values()]
+    assert all(q.beta < 100 for q in q_in)
+    f32 = tvm_arq.build(mod, None, "host", scheme="float")
+    ys = [outputs(model.run(x))[0] for x in _cal(8, seed=99)]
+    ref = [outputs(f32.run(x))[0] for x in _cal(8, seed=99)]
+    assert not all(np.array_equal(ys[0], y) for y in ys[1:]), "output does not depend on the input"
+    for y, r in zip(ys, ref, strict=True):
+        err = np.abs(y - r).max() / (np.abs(r).max() + 1e-12)
+        assert err < 0.1, err
+    assert_bitexact(model, cal[17])
+    tried(8)
+
+
+def test_outlier_rule_is_off_with_checks_off_and_needs_enough_samples(mod) -> None:
+    cal = _cal(64, seed=3)
+    cal[17][0, 1, 2, 3] = 1e4
+    model = build(mod, cal, config=QuantConfig(calibration_checks=False))
+    assert not any("outliers" in q.rule for q in model.qparams.values())
+    assert max(q.beta for q in model.qparams.values()) > 1e3  # the old behaviour, documented as such
+    few = _cal(7, seed=3)
+    few[2][0, 1, 2, 3] = 1e4
+    model = build(mod, few)  # 7 samples cannot tell an outlier from the data
+    assert not any("outliers" in q.rule for q in model.qparams.values())
+
+
+def test_find_outliers_rule() -> None:
+    from tvm_arq.quantize import find_outliers
+
+    rng = np.random.default_rng(0)
+    lo, hi = -rng.uniform(1, 3, 100), rng.uniform(1, 3, 100)
+    assert find_outliers(lo, hi) is None  # ordinary spread
+    hi2 = hi.copy()
+    hi2[[5, 40]] = 500.0
+    clip = find_outliers(lo, hi2)
+    assert clip is not None and clip.samples == (5, 40) and clip.extreme == 500.0
+    assert clip.hi == pytest.approx(hi[np.r_[0:5, 6:40, 41:100]].max())
+    hi3 = hi.copy()
+    hi3[[1, 2, 3]] = 500.0  # 3 of 100 > 2 %: that is the data, not an outlier
+    assert find_outliers(lo, hi3) is None
+    lo4 = lo.copy()
+    lo4[9] = -1e6
+    clip = find_outliers(lo4, hi)
+    assert clip is not None and clip.samples == (9,) and clip.extreme == -1e6 and clip.lo < 0
+    assert find_outliers(np.zeros(20), np.r_[np.zeros(19), 1.0]) is None  # all else zero: not an outlier
 
 
 # ------------------------------------------------------------------------------------------ iterators that fail
