@@ -516,16 +516,17 @@ def _checks(records: list[Record], cols: list[tuple[str, str, str]]) -> list[str
 # ------------------------------------------------------------------------------------------ main
 @functools.lru_cache(maxsize=2)
 def _code_digest(engine: str) -> str:
-    """Version of the code a cached row depends on: the ``tvm_arq`` sources, or onnxruntime's version."""
+    """Version of the code a cached row depends on: the ``tvm_arq`` and ``arq_bench`` sources (quantizer,
+    models and data), or onnxruntime's version."""
     h = hashlib.sha1()
     if engine == "onnxruntime":
         import onnxruntime
 
         h.update(onnxruntime.__version__.encode())
     else:
-        pkg = Path(__file__).resolve().parent.parent / "tvm_arq"
-        for f in sorted(pkg.rglob("*.py")):
-            h.update(str(f.relative_to(pkg)).encode())
+        root = Path(__file__).resolve().parent.parent
+        for f in sorted(f for pkg in ("tvm_arq", "arq_bench") for f in (root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:8]
 

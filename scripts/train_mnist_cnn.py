@@ -23,7 +23,7 @@ import numpy as np
 
 logger = logging.getLogger("train_mnist_cnn")
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "tvm_arq" / "models" / "mnist_cnn.onnx"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "arq_bench" / "models" / "mnist_cnn.onnx"
 
 
 def build_model():  # noqa: ANN201 - returns a torch.nn.Module (torch is imported lazily)
