@@ -42,7 +42,7 @@ test: setup assets boards
 	$(VPY) -m pytest -q --durations=25 tests
 
 lint: setup
-	$(VENV)/bin/ruff check tvm_arq tests scripts tutorials
+	$(VENV)/bin/ruff check tvm_arq arq_bench tests scripts tutorials
 
 clean:
 	rm -rf $(VENV) .pytest_cache

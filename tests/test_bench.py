@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from arq_bench.mnist import MNIST_CNN_PATH
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -103,7 +105,8 @@ def test_wheel_ships_native_sources_and_models(tmp_path) -> None:
               if p.is_file() and "__pycache__" not in p.parts}
     assert native >= {"_native/rpc_server/tvm_arq_rpc_server.cc", "_native/tests/support_selftest.cc"}
     assert {f"tvm_arq/{n}" for n in native} <= members
-    assert {"arq_bench/models/mnist_cnn.onnx", "arq_bench/zoo.py", "tvm_arq/deploy/runtime_build.py"} <= members
+    model = f"arq_bench/models/{MNIST_CNN_PATH.name}"
+    assert {model, "arq_bench/zoo.py", "tvm_arq/deploy/runtime_build.py"} <= members
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -114,10 +117,10 @@ def test_wheel_ships_native_sources_and_models(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    pkg, found, model = proc.stdout.strip().splitlines()[-3:]
+    pkg, found, model_path = proc.stdout.strip().splitlines()[-3:]
     assert Path(pkg).resolve().is_relative_to(site.resolve())
     assert Path(found).resolve() == (site / "tvm_arq" / "_native").resolve()
-    assert Path(model).resolve() == (site / "arq_bench" / "models" / "mnist_cnn.onnx").resolve()
+    assert Path(model_path).resolve() == (site / model).resolve()
 
 
 # ------------------------------------------------------------------------------------------- extras
