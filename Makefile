@@ -27,11 +27,11 @@ apt:
 setup: apt $(STAMP)
 
 assets: setup
-	$(VPY) -m tvm_arq.assets fetch-all
-	$(VPY) -c 'from tvm_arq import zoo; zoo.fetch_mnist()'
+	$(VPY) -m arq_bench.assets fetch-all
+	$(VPY) -c 'from arq_bench import zoo; zoo.fetch_mnist()'
 
 demo: setup assets
-	$(VPY) -m tvm_arq.cli demo
+	$(VPY) -m arq_bench demo
 
 # emulated aarch64 / riscv64 / riscv64+V boards: qemu-user >= 8 and the board runtimes (cached in
 # ~/.cache/tvm_arq/boards; the riscv64 cross-build takes minutes once, later runs take seconds)
@@ -42,7 +42,7 @@ test: setup assets boards
 	$(VPY) -m pytest -q --durations=25 tests
 
 lint: setup
-	$(VENV)/bin/ruff check tvm_arq tests scripts tutorials
+	$(VENV)/bin/ruff check tvm_arq arq_bench tests scripts tutorials
 
 clean:
 	rm -rf $(VENV) .pytest_cache

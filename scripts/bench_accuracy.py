@@ -1,12 +1,12 @@
 """Accuracy benchmark: fp32 vs symmetric vs asymmetric vs hybrid (every calibrator) vs onnxruntime.
 
-Models and metrics (models and data come from registry packages via :mod:`tvm_arq.assets` / :mod:`tvm_arq.zoo`):
+Models and metrics (models and data come from registry packages via :mod:`arq_bench.assets` / :mod:`arq_bench.zoo`):
 
 - ``efficientnet``: EfficientNet-Lite0 (ImageNet-1k). Top-1 on the 20 labelled foolbox ImageNet photos and
   top-1 agreement with fp32 on crops of natural photos held out of calibration (calibration: crops of the
   other photos).
 - ``yolox``: ddddocr's YOLOX-Tiny character detector. COCO AP50 and AP50-95 on the labelled-by-construction
-  glyph set of :func:`tvm_arq.zoo.yolox_detection_set` (evaluation backgrounds disjoint from calibration).
+  glyph set of :func:`arq_bench.zoo.yolox_detection_set` (evaluation backgrounds disjoint from calibration).
 - ``mnist``: the committed SiLU / hardswish MNIST CNN, accuracy on the 2,000-digit held-out split.
 
 Rows: fp32 (onnxruntime; the TVM float build is checked against it on a few inputs), ``tvm_arq`` symmetric
@@ -161,7 +161,7 @@ class Workload:
 
 
 def _efficientnet(sizes: Sizes) -> Workload:
-    from tvm_arq import datasets, zoo
+    from arq_bench import datasets, zoo
 
     labelled = datasets.imagenet_samples()[: sizes.imagenet_labelled]
     x_lab = np.stack([datasets.imagenet_preprocess(p, 224, "lite") for p, _ in labelled])
@@ -175,7 +175,7 @@ def _efficientnet(sizes: Sizes) -> Workload:
 
 
 def _yolox(sizes: Sizes) -> Workload:
-    from tvm_arq import assets, zoo
+    from arq_bench import assets, zoo
 
     x, targets = zoo.yolox_detection_set(sizes.yolox_images, seed=0, split="eval")
     calib, _ = zoo.yolox_detection_set(sizes.calib_yolox or sizes.calib, seed=1, split="calib")
@@ -186,7 +186,7 @@ def _yolox(sizes: Sizes) -> Workload:
 
 
 def _mnist(sizes: Sizes) -> Workload:
-    from tvm_arq import zoo
+    from arq_bench import zoo
 
     x, y = zoo.mnist_test()
     if sizes.mnist_test is not None:
@@ -214,7 +214,7 @@ WORKLOADS: dict[str, Callable[[Sizes], Workload]] = {
 def _postprocess(name: str, out: np.ndarray) -> Any:
     """Reduce one raw output to what the metrics need (class index or decoded detections)."""
     if name == "yolox":
-        from tvm_arq import zoo
+        from arq_bench import zoo
 
         return zoo.yolox_decode(out, score_threshold=0.01)
     return int(np.asarray(out).reshape(-1).argmax())
@@ -349,7 +349,7 @@ def _metrics(
     model: str, sizes: Sizes, outputs: list[Any], ref: list[Any] | None, extra: dict[str, Any]
 ) -> list[tuple[str, str, float, int]]:
     """``(dataset, metric, value, n)`` tuples of one configuration."""
-    from tvm_arq import zoo
+    from arq_bench import zoo
 
     if model == "efficientnet":
         k = extra["n_labelled"]
@@ -516,16 +516,17 @@ def _checks(records: list[Record], cols: list[tuple[str, str, str]]) -> list[str
 # ------------------------------------------------------------------------------------------ main
 @functools.lru_cache(maxsize=2)
 def _code_digest(engine: str) -> str:
-    """Version of the code a cached row depends on: the ``tvm_arq`` sources, or onnxruntime's version."""
+    """Version of the code a cached row depends on: the ``tvm_arq`` and ``arq_bench`` sources (quantizer,
+    models and data), or onnxruntime's version."""
     h = hashlib.sha1()
     if engine == "onnxruntime":
         import onnxruntime
 
         h.update(onnxruntime.__version__.encode())
     else:
-        pkg = Path(__file__).resolve().parent.parent / "tvm_arq"
-        for f in sorted(pkg.rglob("*.py")):
-            h.update(str(f.relative_to(pkg)).encode())
+        root = Path(__file__).resolve().parent.parent
+        for f in sorted(f for pkg in ("tvm_arq", "arq_bench") for f in (root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:8]
 

@@ -74,7 +74,7 @@ class Workload:
 
 
 def _efficientnet(n_calib: int) -> Workload:
-    from tvm_arq import datasets, zoo
+    from arq_bench import datasets, zoo
 
     crops = datasets.photo_crops(n_calib + 1, 224, seed=0, split="calib")
     x = zoo.efficientnet_lite0_preprocess(crops).astype(np.float32)
@@ -83,7 +83,7 @@ def _efficientnet(n_calib: int) -> Workload:
 
 
 def _yolox(n_calib: int) -> Workload:
-    from tvm_arq import assets, zoo
+    from arq_bench import assets, zoo
 
     x, _ = zoo.yolox_detection_set(n_calib + 1, seed=1, split="calib")
     x = x.astype(np.float32)
@@ -92,7 +92,7 @@ def _yolox(n_calib: int) -> Workload:
 
 
 def _mnist(n_calib: int) -> Workload:
-    from tvm_arq import zoo
+    from arq_bench import zoo
 
     xtr, _ = zoo.mnist_train()
     order = np.random.default_rng(0).permutation(len(xtr))[: n_calib + 1]
@@ -102,7 +102,7 @@ def _mnist(n_calib: int) -> Workload:
 
 
 def _ppocr_cls(n_calib: int) -> Workload:
-    from tvm_arq import assets, datasets
+    from arq_bench import assets, datasets
 
     x, _ = datasets.text_direction_set(n_calib + 1, seed=1)
     x = x.astype(np.float32)

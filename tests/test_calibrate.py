@@ -271,7 +271,7 @@ def _spiky_hardswish(seed: int, sd: float, n_samples: int = 8, size: int = 25000
 def _mnist_hardswish_observer() -> Observer:
     """An entropy observer holding the real histogram of the MNIST CNN's second hardswish output.
 
-    (32 calibration digits, ``tvm_arq.zoo.mnist_cnn()``, tensor ``lv11``: observed ``[-0.375, 5.83]``,
+    (32 calibration digits, ``arq_bench.zoo.mnist_cnn()``, tensor ``lv11``: observed ``[-0.375, 5.83]``,
     spikes of 2-3.5 % from the constant background, 1232 non-empty of 1493 positive bins.)
     """
     from pathlib import Path

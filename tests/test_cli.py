@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tvm_arq import cli, zoo
+from arq_bench import zoo
+from tvm_arq import cli
 from tvm_arq.samples import PixelRange, load_labels, load_samples, npz_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(zoo.mnist_cnn())
-SUBCOMMANDS = ["demo", "build", "compare", "tune", "deploy", "bench", "report", "board"]
+SUBCOMMANDS = ["build", "compare", "tune", "deploy", "bench", "report", "board"]
 _BOARD_TOOLS = ("qemu-aarch64", "aarch64-linux-gnu-g++")
 needs_board = pytest.mark.skipif(
     any(shutil.which(t) is None for t in _BOARD_TOOLS) and os.environ.get("CI") != "true",
@@ -266,13 +267,6 @@ def test_report_runs(capsys, data, tmp_path) -> None:
                          "--json", tmp_path / "r.json")
     assert code == 0, err
     assert (tmp_path / "r.json").exists() and "SQNR" in out.upper()
-
-
-@pytest.mark.slow
-def test_demo_runs(capsys, tmp_path) -> None:
-    code, out, err = run(capsys, "demo", "--calib", "4", "--eval", "8", "--json", tmp_path / "d.json")
-    assert code == 0, err
-    assert len(json.loads((tmp_path / "d.json").read_text())) == 3 and "hybrid" in out
 
 
 # --------------------------------------------------------------------------------------------------

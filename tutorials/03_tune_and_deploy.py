@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import tvm_arq
-from tvm_arq import zoo
+from arq_bench import zoo
 from tvm_arq.deploy import EmulatedBoard, LocalTracker
 from tvm_arq.tune import RPCSettings, RunnerKind, TuneConfig
 

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tvm_arq  # noqa: E402
-from tvm_arq import zoo  # noqa: E402
+from arq_bench import zoo  # noqa: E402
 from tvm_arq.deploy import EmulatedBoard, LocalTracker  # noqa: E402
 from tvm_arq.tune import RPCSettings, RunnerKind, TuneConfig  # noqa: E402
 

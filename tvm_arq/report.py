@@ -631,7 +631,7 @@ def plot_sqnr(reports: dict[str, QuantReport], path_png: str | Path, title: str 
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("plot_sqnr needs matplotlib: pip install matplotlib (or tvm_arq[test])") from e
+        raise ImportError("plotting needs matplotlib: pip install 'tvm_arq[plot]'") from e
 
     names = _union_names(reports)
     x_of = {n: i for i, n in enumerate(names)}

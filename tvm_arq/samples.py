@@ -165,7 +165,11 @@ def load_samples(
 
 
 def _load_images(folder: Path, shape: tuple[int, ...], pixel_range: PixelRange, limit: int | None) -> list[np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as e:
+        raise ImportError("loading a folder of images needs pillow: pip install 'tvm_arq[images]' "
+                          "(or pass an .npy / .npz)") from e
 
     if len(shape) != 4 or shape[1] not in (1, 3):
         raise ValueError(f"{folder}: images need a 1- or 3-channel NCHW input, the model takes {shape}")

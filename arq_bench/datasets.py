@@ -8,7 +8,7 @@
 
 Every generator is a pure function of its arguments: sample ``i`` of a set depends only on ``(seed, i)``,
 so ``f(n=100)`` is the first 100 samples of ``f(n=200)``. Images come from pinned wheels through
-:mod:`tvm_arq.assets`; fonts are the DejaVu faces (Debian ``fonts-dejavu-core``, else matplotlib's copies,
+:mod:`arq_bench.assets`; fonts are the DejaVu faces (Debian ``fonts-dejavu-core``, else matplotlib's copies,
 else the ``dejavu_fonts`` asset).
 """
 
@@ -57,14 +57,14 @@ _PPOCR_LABEL_ROTATION = (0, 180)  # class index -> degrees, PP-OCR's cls label_l
 def dejavu_fonts() -> tuple[Path, ...]:
     """Return the DejaVu font files used for text rendering.
 
-    The faces are :data:`tvm_arq.assets.DEJAVU_FACES` (shipped by both Debian and matplotlib), looked up
+    The faces are :data:`arq_bench.assets.DEJAVU_FACES` (shipped by both Debian and matplotlib), looked up
     in Debian's ``fonts-dejavu-core`` folder, then in the installed matplotlib's ``mpl-data/fonts/ttf``,
     then in the ``dejavu_fonts`` asset (fetched from the matplotlib wheel).
 
     Returns
     -------
     tuple of pathlib.Path
-        One path per face, in :data:`~tvm_arq.assets.DEJAVU_FACES` order.
+        One path per face, in :data:`~arq_bench.assets.DEJAVU_FACES` order.
     """
     candidates = [SYSTEM_DEJAVU_DIR]
     spec = importlib.util.find_spec("matplotlib")
@@ -267,9 +267,9 @@ def text_direction_set(
         Model input size (PP-OCR cls: 48 x 192).
     photo_fraction
         Probability that a line is drawn on a crop of a natural photo. Needs the photo assets
-        (:func:`tvm_arq.assets.natural_photos`) unless ``photos`` is given or this is 0.
+        (:func:`arq_bench.assets.natural_photos`) unless ``photos`` is given or this is 0.
     photos
-        Background photos to use instead of :func:`tvm_arq.assets.natural_photos`.
+        Background photos to use instead of :func:`arq_bench.assets.natural_photos`.
 
     Returns
     -------
@@ -426,7 +426,7 @@ def photo_crops(
     exclude
         Further photo stems (e.g. ``"astronaut"``) to leave out.
     photos
-        Photo files to draw from instead of :func:`tvm_arq.assets.natural_photos`.
+        Photo files to draw from instead of :func:`arq_bench.assets.natural_photos`.
     min_scale
         Smallest crop side as a fraction of the photo's shorter side (the largest is 1).
 
