@@ -287,6 +287,9 @@ class TargetBackend(abc.ABC):
         ValueError
             If the backend is not bound to a target.
         """
+        return self._bound_info()
+
+    def _bound_info(self) -> TargetInfo:
         if self._info is None:
             raise ValueError(f"{self!r} is not bound to a target; use tvm_arq.backends.get_backend(target)")
         return self._info
@@ -363,6 +366,7 @@ class TargetBackend(abc.ABC):
         ValueError
             If the backend is not bound to a target.
         """
+        self._bound_info()
         plan = self.select_kernels()
         self.register()
         for cfg in (plan.conv, plan.conv_fallback):
