@@ -5,6 +5,8 @@ form (``"llvm -mtriple=aarch64-linux-gnu"``) that older TVM and most tutorials u
 accepts every form a user is likely to type and returns a :class:`TargetInfo` that also tells the rest of
 the project what it needs to know about the target: architecture, int8 dot-product features, the
 activation storage dtype that suits the hardware, and the toolchain needed to link a shared object.
+Every per-architecture fact (triples, presets, default ``-mcpu``/``-mattr``, ISA features, toolchain,
+activation dtype) comes from the architecture's :class:`~tvm_arq.backends.base.TargetBackend`.
 
 Two traps of TVM 0.27 are handled here:
 
