@@ -179,7 +179,8 @@ def count_tasks(mod: Any, info: Any, threads: int) -> int:
     """Number of MetaSchedule tasks of a module (to size ``trials_per_iter``)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from tvm_arq.tune import prepare_for_tuning, register_kernel_rules, tuning_target
+    from tvm_arq.backends import register_kernel_rules
+    from tvm_arq.tune import prepare_for_tuning, tuning_target
 
     register_kernel_rules()
     tgt = tuning_target(info, threads)
@@ -203,8 +204,8 @@ def build_tvm(mod: Any, info: Any, trials: int, work_dir: Path, threads: int, pr
     """Tune (``trials > 0``) and compile one module; an integer module is first lowered for the target."""
     import tvm
 
+    from tvm_arq.backends import ApplyDefaultSchedules
     from tvm_arq.build import lower_for_target
-    from tvm_arq.kernels.schedules import ApplyDefaultSchedules
     from tvm_arq.tune import TuneConfig, compile_tuned, open_database, tune
 
     lowered = lower_for_target(mod, info)

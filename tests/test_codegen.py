@@ -20,8 +20,8 @@ import tvm
 from tvm import relax
 
 from tests.graphs import Spec, build_graph, calibration_set
+from tvm_arq.backends import ApplyDefaultSchedules, apply_default_schedule
 from tvm_arq.config import QuantConfig, Scheme
-from tvm_arq.kernels.schedules import ApplyDefaultSchedules, apply_default_schedule
 from tvm_arq.passes.layout import convert_layout
 from tvm_arq.quantize import quantize_module
 from tvm_arq.target import resolve_target

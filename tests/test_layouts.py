@@ -25,10 +25,10 @@ from tvm import relax
 
 from tests.graphs import OPS, Spec, build_graph, calibration_set
 from tvm_arq import reference as ref
+from tvm_arq.backends import ApplyDefaultSchedules, ConvTile, default_conv_tile, get_backend
+from tvm_arq.backends import x86_64 as x86
 from tvm_arq.config import QuantConfig, Scheme
 from tvm_arq.kernels import reference_layouts as twins
-from tvm_arq.kernels import x86
-from tvm_arq.kernels.schedules import ApplyDefaultSchedules, ConvTile, default_conv_tile
 from tvm_arq.passes.layout import (
     _Converter,
     convert_layout,
@@ -57,7 +57,7 @@ def _kernel_module(name: str, inputs: list[np.ndarray], consts: list[np.ndarray]
 
 def _run_host(mod: tvm.IRModule, inputs: list[np.ndarray], scheduled: bool = True) -> np.ndarray:
     if scheduled:
-        x86.register()
+        get_backend("x86-vnni").register()
         mod = ApplyDefaultSchedules()(mod)
     ex = tvm.compile(mod, target=HOST.target)
     vm = relax.VirtualMachine(ex, tvm.cpu())

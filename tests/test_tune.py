@@ -18,7 +18,8 @@ import tvm
 from tvm import relax, te
 from tvm.target import codegen
 
-import tvm_arq.tune as tune_mod
+import tvm_arq.tune.search as tune_mod
+from tvm_arq.backends import register_vnni_intrinsic
 from tvm_arq.target import resolve_target
 from tvm_arq.tune import (
     RPCSettings,
@@ -28,7 +29,6 @@ from tvm_arq.tune import (
     compile_tuned,
     open_database,
     prepare_for_tuning,
-    register_vnni_intrinsic,
     tune,
     tuning_target,
 )

@@ -12,6 +12,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .backends import ApplyDefaultSchedules, get_backend
 from .config import Calibrator, QuantConfig, Scheme
 from .frontend import bind_params
 from .model import QuantizedModel
@@ -45,7 +46,7 @@ def lower_for_target(mod: tvm.IRModule, info: TargetInfo) -> tvm.IRModule:
         return mod
     from .passes.layout import convert_layout
 
-    return convert_layout(mod, info)
+    return convert_layout(mod, get_backend(info).layout_plan())
 
 
 def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None, *, layout: bool = True):
@@ -62,8 +63,6 @@ def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None, *, layo
 
         db = tune(mod, info, tuning)
         return compile_tuned(mod, info, db, num_threads=tuning.threads)
-    from .kernels.schedules import ApplyDefaultSchedules
-
     return tvm.compile(ApplyDefaultSchedules()(mod), target=info.target)
 
 

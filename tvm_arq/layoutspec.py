@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: ``op_pattern`` of scheduled kernels: opaque, so FuseOps never merges them with neighbours
+OPAQUE = 8
+
 
 @dataclass(frozen=True)
 class PackedConvTarget:
@@ -78,4 +81,4 @@ class LayoutPlan:
     depthwise: DepthwiseTarget
 
 
-__all__ = ["DepthwiseTarget", "LayoutPlan", "PackedConvTarget"]
+__all__ = ["OPAQUE", "DepthwiseTarget", "LayoutPlan", "PackedConvTarget"]

@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .backends.export import export_library
 from .config import QuantConfig, Scheme
 from .passes.analysis import QuantPlan
 from .qmath import QParams
@@ -130,8 +131,6 @@ class QuantizedModel:
 
     def export_library(self, path: str | Path) -> Path:
         """Write a shared object (or ``.tar``) for the target, cross-linked with the target's toolchain."""
-        from .deploy.export import export_library
-
         return export_library(self.executable, path, self.target)
 
     def report(self, calibration, max_samples: int = 32, progress: bool = True):

@@ -2,7 +2,8 @@
 
 An emulated board behaves like a real one on the network: it listens on a loopback port and,
 when asked, registers with a TVM RPC tracker under a key, so :func:`tvm_arq.deploy` and
-MetaSchedule's RPC runner use it exactly as they would use a board. Supported boards:
+MetaSchedule's RPC runner use it exactly as they would use a board. The boards are those of the target
+backends (:attr:`tvm_arq.backends.TargetBackend.boards`):
 
 - ``aarch64``: runtime from the aarch64 wheels; ``qemu-aarch64 -L /usr/aarch64-linux-gnu``;
 - ``riscv64``: cross-built runtime; ``qemu-riscv64 -L /usr/riscv64-linux-gnu -cpu rv64,v=false``
@@ -49,7 +50,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime_build import RuntimeBundle, SetupError, board_cache_root, ensure_runtime
+from ..backends import BoardSpec, board_specs
+from .runtime_build import RUNTIME_ARCHS, RuntimeBundle, SetupError, board_cache_root, ensure_runtime
 
 __all__ = [
     "BOARDS",
@@ -77,42 +79,8 @@ class BoardError(RuntimeError):
     """An emulated board could not be started, or died."""
 
 
-@dataclass(frozen=True)
-class BoardSpec:
-    """How to emulate one kind of board.
-
-    Attributes
-    ----------
-    name
-        Board name (``aarch64``, ``riscv64``, ``riscv64-rvv``).
-    runtime_arch
-        Architecture of the TVM runtime it runs.
-    qemu
-        qemu-user executable.
-    qemu_cpu
-        ``-cpu`` option, if any.
-    target
-        The :mod:`tvm_arq.target` preset whose code runs on this board.
-    debian_package
-        Package that provides :attr:`qemu`.
-    """
-
-    name: str
-    runtime_arch: str
-    qemu: str
-    qemu_cpu: str | None
-    target: str
-    debian_package: str = "qemu-user"
-
-
-BOARDS: dict[str, BoardSpec] = {
-    "aarch64": BoardSpec("aarch64", "aarch64", "qemu-aarch64", None, "aarch64"),
-    # QEMU >= 8 enables the vector extension in its default rv64 CPU: a plain rv64gc board turns it off
-    "riscv64": BoardSpec("riscv64", "riscv64", "qemu-riscv64", "rv64,v=false", "riscv64"),
-    "riscv64-rvv": BoardSpec(
-        "riscv64-rvv", "riscv64", "qemu-riscv64", "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0", "riscv64-rvv"
-    ),
-}
+#: The emulated boards of every target backend: name -> spec.
+BOARDS: dict[str, BoardSpec] = board_specs()
 
 
 def _spec(arch: str) -> BoardSpec:
@@ -519,7 +487,7 @@ def _run_dir() -> Path:
     return d
 
 
-def setup_boards(archs: Sequence[str] = ("aarch64", "riscv64"), *, jobs: int | None = None) -> dict[str, RuntimeBundle]:
+def setup_boards(archs: Sequence[str] = RUNTIME_ARCHS, *, jobs: int | None = None) -> dict[str, RuntimeBundle]:
     """Fetch/build (or find cached) the runtime of each board architecture.
 
     Returns
@@ -633,8 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tvm-arq board", description="emulated dev boards (qemu-user)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("setup", help="fetch/build the board runtimes (cached)")
-    p.add_argument("--arch", default="all", help="aarch64, riscv64, riscv64-rvv or all")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="parallel compilers for the riscv64 build")
+    p.add_argument("--arch", default="all", help=f"{', '.join(BOARDS)} or all")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="parallel compilers of a cross-built runtime (riscv64)")
     p = sub.add_parser("start", help="start an emulated board in the background")
     p.add_argument("--arch", required=True, choices=sorted(BOARDS))
     p.add_argument("--port", type=int, default=None)

@@ -35,11 +35,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..tune.runner import probe_rpc_server, recv_exact
+
 __all__ = ["DeployError", "RemoteModel", "deploy", "deploy_library", "tracker_summary"]
 
 logger = logging.getLogger(__name__)
 
-_RPC_MAGIC = 0xFF271
 _TRACKER_MAGIC = 0x2F271
 _TRACKER_SUCCESS = 0
 _TRACKER_REQUEST = 4
@@ -73,24 +74,14 @@ class DeployError(RuntimeError):
 # tracker protocol (a few messages, with socket time-outs)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by the peer")
-        buf += chunk
-    return bytes(buf)
-
-
 def _send_json(sock: socket.socket, value: Any) -> None:
     data = json.dumps(value).encode()
     sock.sendall(struct.pack("<i", len(data)) + data)
 
 
 def _recv_json(sock: socket.socket) -> Any:
-    (n,) = struct.unpack("<i", _recv_exact(sock, 4))
-    return json.loads(_recv_exact(sock, n).decode())
+    (n,) = struct.unpack("<i", recv_exact(sock, 4))
+    return json.loads(recv_exact(sock, n).decode())
 
 
 def _split(address: str, what: str) -> tuple[str, int]:
@@ -104,7 +95,7 @@ def _tracker_socket(host: str, port: int, timeout: float) -> socket.socket:
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.sendall(struct.pack("<i", _TRACKER_MAGIC))
-        (magic,) = struct.unpack("<i", _recv_exact(sock, 4))
+        (magic,) = struct.unpack("<i", recv_exact(sock, 4))
         if magic != _TRACKER_MAGIC:
             raise ConnectionError(f"{host}:{port} is not a TVM RPC tracker")
     except BaseException:
@@ -225,32 +216,6 @@ def _describe(err: BaseException) -> str:
         msg = (f"the board closed the connection (it crashed, was killed, or the model used an instruction "
                f"the board lacks) [{msg}]")
     return msg
-
-
-def _probe(host: str, port: int, timeout: float) -> None:
-    """Check that an RPC server answers at ``host:port`` without disturbing it.
-
-    Sends a session handshake with a key no server expects: TVM's servers (ours, the Python and the
-    C++ ones) answer "key mismatch" and keep waiting for the real client with the same match key.
-
-    Raises
-    ------
-    ConnectionRefusedError
-        Nothing listens there.
-    TimeoutError
-        The board accepted the connection but did not answer: hung, or busy with another session.
-    """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        key = b"client:__tvm_arq_probe__"
-        sock.sendall(struct.pack("<ii", _RPC_MAGIC, len(key)) + key)
-        try:
-            _recv_exact(sock, 4)
-        except TimeoutError:
-            raise TimeoutError(
-                f"the board accepted a connection but did not answer within {timeout:.0f} s: it is hung, "
-                "or busy with another session (a board serves one session at a time)"
-            ) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -552,7 +517,7 @@ def _connect_and_load(
         return fail(cause if rpc is not None else f"board {board}: {cause}")
 
     try:
-        _probe(host, port, connect_timeout)
+        probe_rpc_server(host, port, connect_timeout)
     except OSError as err:
         raise board_fail(_describe(err)) from err
     session = _with_timeout(

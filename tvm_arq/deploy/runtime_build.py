@@ -6,14 +6,14 @@ A board (real or emulated) needs three files, kept together in one directory:
 - ``tvm_arq_rpc_server``, our RPC server (``tvm_arq/_native/rpc_server/tvm_arq_rpc_server.cc``) linked
   against them with ``RUNPATH=$ORIGIN``.
 
-Where the runtime comes from:
+Where the runtime comes from is the target backend's :class:`~tvm_arq.backends.RuntimeRecipe`:
 
-- **aarch64**: the ``manylinux_2_28_aarch64`` wheels of the installed ``apache-tvm`` and
+- **wheels** (aarch64): the ``manylinux_2_28_aarch64`` wheels of the installed ``apache-tvm`` and
   ``apache-tvm-ffi`` versions, downloaded with ``pip download`` (only the two libraries are kept).
-- **riscv64**: there are no wheels, so it is cross-built with ``riscv64-linux-gnu-g++`` from the
-  runtime sources the installed x86 wheels ship (``tvm/src/runtime``, ``tvm/include``,
-  ``tvm_ffi/src``, ``tvm_ffi/include``, dlpack) plus our own implementations of the support
-  headers those sources include but the wheels do not ship (``native/runtime_support``).
+- **cross-build** (riscv64): there are no wheels, so it is cross-built with the backend's toolchain
+  (``riscv64-linux-gnu-g++``) from the runtime sources the installed x86 wheels ship
+  (``tvm/src/runtime``, ``tvm/include``, ``tvm_ffi/src``, ``tvm_ffi/include``, dlpack) plus our own implementations of the support
+  headers those sources include but the wheels do not ship (``tvm_arq/_native/runtime_support``).
   Compilation runs ``jobs`` compilers in parallel and keeps finished objects, so an interrupted
   build resumes.
 
@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends import RuntimeRecipe, RuntimeSource, all_backends, runtime_recipe
+
 __all__ = [
     "RUNTIME_ARCHS",
     "RuntimeBundle",
@@ -56,7 +58,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Architectures whose runtime can be provided.
-RUNTIME_ARCHS: tuple[str, ...] = ("aarch64", "riscv64")
+RUNTIME_ARCHS: tuple[str, ...] = tuple(b.runtime_recipe.arch for b in all_backends() if b.runtime_recipe)
 
 _SERVER_NAME = "tvm_arq_rpc_server"
 _BUNDLE_FILE = "bundle.json"
@@ -78,20 +80,11 @@ class SetupError(RuntimeError):
     """A board runtime could not be fetched or built (the message says what to install or fix)."""
 
 
-@dataclass(frozen=True)
-class _Toolchain:
-    cxx: str
-    debian_package: str
-    sysroot: str
-    link_libs: tuple[str, ...] = ()
-
-
-_TOOLCHAINS: dict[str, _Toolchain] = {
-    "aarch64": _Toolchain("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "/usr/aarch64-linux-gnu"),
-    "riscv64": _Toolchain(
-        "riscv64-linux-gnu-g++", "g++-riscv64-linux-gnu", "/usr/riscv64-linux-gnu", ("-latomic",)
-    ),
-}
+def _recipe(arch: str) -> RuntimeRecipe:
+    recipe = runtime_recipe(arch)
+    if recipe is None:
+        raise SetupError(f"unknown board architecture {arch!r}; expected one of {', '.join(RUNTIME_ARCHS)}")
+    return recipe
 
 
 @dataclass(frozen=True)
@@ -175,10 +168,10 @@ def _hash_files(paths: Sequence[Path], base: Path, extra: Sequence[str] = ()) ->
 
 
 def _runtime_key(arch: str) -> str:
-    """Cache key of the runtime libraries: versions, plus our headers and flags for riscv64."""
+    """Cache key of the runtime libraries: versions, plus our headers and flags for a cross-build."""
     v = versions()
     key = f"{arch}-tvm{v['tvm']}-ffi{v['tvm_ffi']}"
-    if arch == "riscv64":
+    if _recipe(arch).source is RuntimeSource.CROSS_BUILD:
         native = native_dir()
         files = [p for p in (native / "runtime_support").rglob("*") if p.is_file()]
         flags = [*_CXX_FLAGS, *_FFI_DEFINES, *_RUNTIME_SKIP_DIRS, *_RUNTIME_SKIP_FILES]
@@ -212,7 +205,7 @@ def _load_bundle(arch: str, directory: Path, *, need_server: bool = True) -> Run
         info = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    bundle = RuntimeBundle(arch, directory, _TOOLCHAINS[arch].sysroot, info)
+    bundle = RuntimeBundle(arch, directory, _recipe(arch).toolchain.sysroot, info)
     if not all(p.is_file() for p in bundle.libraries):
         return None
     if need_server and (not bundle.server.is_file() or info.get("server_hash") != _server_hash()):
@@ -225,11 +218,11 @@ def _load_bundle(arch: str, directory: Path, *, need_server: bool = True) -> Run
 
 
 def _require_compiler(arch: str) -> str:
-    tc = _TOOLCHAINS[arch]
-    exe = shutil.which(tc.cxx)
+    tc = _recipe(arch).toolchain
+    exe = shutil.which(tc.cross_compiler)
     if exe is None:
         raise SetupError(
-            f"{tc.cxx} is not installed; install it with `apt-get install {tc.debian_package}` "
+            f"{tc.cross_compiler} is not installed; install it with `apt-get install {tc.debian_package}` "
             "(`make apt` does it)"
         )
     return exe
@@ -244,21 +237,24 @@ def _run(cmd: Sequence[str], what: str, cwd: Path | None = None) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# aarch64: libraries from the wheels
+# RuntimeSource.WHEELS: libraries from the wheels
 
 
-def _fetch_wheel_libraries(dest: Path) -> dict[str, str]:
-    """Download the aarch64 wheels of the installed versions and keep their runtime libraries."""
+def _fetch_wheel_libraries(dest: Path, recipe: RuntimeRecipe) -> dict[str, str]:
+    """Download the board's wheels of the installed versions and keep their runtime libraries."""
+    arch, platform = recipe.arch, recipe.wheel_platform
+    if platform is None:
+        raise SetupError(f"the runtime recipe of {arch} names no wheel platform")
     v = versions()
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     with tempfile.TemporaryDirectory(prefix="tvm_arq_wheels_") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-            "--platform", "manylinux_2_28_aarch64", "--python-version", py, "--dest", tmp,
+            "--platform", platform, "--python-version", py, "--dest", tmp,
             f"apache-tvm=={v['tvm']}", f"apache-tvm-ffi=={v['tvm_ffi']}",
         ]  # fmt: skip
-        logger.info("downloading the aarch64 wheels of apache-tvm %s and apache-tvm-ffi %s", v["tvm"], v["tvm_ffi"])
-        _run(cmd, "pip download of the aarch64 TVM wheels")
+        logger.info("downloading the %s wheels of apache-tvm %s and apache-tvm-ffi %s", arch, v["tvm"], v["tvm_ffi"])
+        _run(cmd, f"pip download of the {arch} TVM wheels")
         wanted = {"tvm/lib/libtvm_runtime.so": "libtvm_runtime.so", "tvm_ffi/lib/libtvm_ffi.so": "libtvm_ffi.so"}
         found: dict[str, str] = {}
         for wheel in sorted(Path(tmp).glob("*.whl")):
@@ -271,15 +267,15 @@ def _fetch_wheel_libraries(dest: Path) -> dict[str, str]:
                         found[name] = wheel.name
         missing = sorted(set(wanted.values()) - set(found))
         if missing:
-            raise SetupError(f"the downloaded aarch64 wheels lack {missing}")
+            raise SetupError(f"the downloaded {arch} wheels lack {missing}")
     return found
 
 
 # --------------------------------------------------------------------------------------------------
-# riscv64: cross-built runtime
+# RuntimeSource.CROSS_BUILD: runtime cross-built from the shipped sources
 
 
-def _stage_sources(tree: Path) -> None:
+def _stage_sources(tree: Path, arch: str) -> None:
     """Lay out the shipped sources and our support headers in one tree (relative includes work)."""
     tvm_dir, ffi_dir = _site_packages()
     native = native_dir() / "runtime_support"
@@ -293,7 +289,7 @@ def _stage_sources(tree: Path) -> None:
         (ffi_dir / "3rdparty" / "dlpack" / "include", tree / "ffi" / "dlpack" / "include"),
     ]:
         if not src.is_dir():
-            raise SetupError(f"the installed TVM wheels do not ship {src}; cannot build the riscv64 runtime")
+            raise SetupError(f"the installed TVM wheels do not ship {src}; cannot build the {arch} runtime")
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("extra") if src.name == "runtime" else None)
     # our own headers: include/tvm/support, src/support, 3rdparty/compiler-rt
     shutil.copytree(native, tree, dirs_exist_ok=True)
@@ -356,10 +352,10 @@ def _compile_all(
             raise
 
 
-def _build_riscv64_runtime(dest: Path, work: Path, workers: int) -> dict[str, object]:
-    cxx = _require_compiler("riscv64")
+def _cross_build_runtime(arch: str, dest: Path, work: Path, workers: int) -> dict[str, object]:
+    cxx = _require_compiler(arch)
     tree = work / "tree"
-    _stage_sources(tree)
+    _stage_sources(tree, arch)
     inc = _include_flags(tree)
     obj_dir = work / "obj"
     ffi_jobs = [
@@ -377,14 +373,14 @@ def _build_riscv64_runtime(dest: Path, work: Path, workers: int) -> dict[str, ob
         now = time.perf_counter()
         if now - last[0] > 15 or done == total:
             last[0] = now
-            logger.info("riscv64 runtime: %d/%d files compiled (%.0f s)", done, total, now - started)
+            logger.info("%s runtime: %d/%d files compiled (%.0f s)", arch, done, total, now - started)
 
     logger.info(
-        "cross-building the riscv64 TVM runtime (%d files, %d parallel compiler(s); a few minutes, once)",
-        len(ffi_jobs) + len(rt_jobs), workers,
+        "cross-building the %s TVM runtime (%d files, %d parallel compiler(s); a few minutes, once)",
+        arch, len(ffi_jobs) + len(rt_jobs), workers,
     )
     _compile_all(cxx, ffi_jobs + rt_jobs, workers, progress)
-    libs = list(_TOOLCHAINS["riscv64"].link_libs)
+    libs = list(_recipe(arch).toolchain.extra_link_options)
     _run(
         [cxx, "-shared", "-o", dest / "libtvm_ffi.so", *[j[1] for j in ffi_jobs], "-Wl,--no-undefined",
          "-ldl", "-lpthread", *libs],
@@ -411,7 +407,7 @@ def _build_server(arch: str, libdir: Path, out: Path) -> None:
     _run(
         [cxx, *_CXX_FLAGS, "-Wall", f"-I{ffi_dir / 'include'}", f"-I{ffi_dir / '3rdparty' / 'dlpack' / 'include'}",
          str(src), "-o", out, f"-L{libdir}", "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
-         "-Wl,-rpath,$ORIGIN", "-lpthread", *_TOOLCHAINS[arch].link_libs],
+         "-Wl,-rpath,$ORIGIN", "-lpthread", *_recipe(arch).toolchain.extra_link_options],
         f"building {_SERVER_NAME} for {arch}",
     )
 
@@ -426,9 +422,10 @@ def ensure_runtime(arch: str, *, jobs: int | None = None, force: bool = False) -
     Parameters
     ----------
     arch
-        ``"aarch64"`` or ``"riscv64"`` (``riscv64-rvv`` boards use the ``riscv64`` runtime).
+        A runtime architecture (:data:`RUNTIME_ARCHS`: ``"aarch64"``, ``"riscv64"``) or a board name
+        (``riscv64-rvv`` boards use the ``riscv64`` runtime).
     jobs
-        Parallel compilers for the riscv64 build (default: number of CPUs).
+        Parallel compilers of a cross-build (default: number of CPUs).
     force
         Rebuild even if a complete bundle is cached.
 
@@ -442,10 +439,7 @@ def ensure_runtime(arch: str, *, jobs: int | None = None, force: bool = False) -
         If a cross compiler is missing (the message names the Debian package), the wheels cannot be
         downloaded, or a compile/link step fails (the message holds the compiler's output).
     """
-    if arch == "riscv64-rvv":
-        arch = "riscv64"
-    if arch not in RUNTIME_ARCHS:
-        raise SetupError(f"unknown board architecture {arch!r}; expected one of {', '.join(RUNTIME_ARCHS)}")
+    arch = _recipe(arch).arch
     key = _runtime_key(arch)
     root = board_cache_root()
     final = root / key
@@ -484,11 +478,12 @@ def _make_runtime(arch: str, key: str, final: Path, jobs: int | None) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         info: dict[str, object] = {"arch": arch, "key": key, **versions()}
-        if arch == "aarch64":
-            info["runtime_source"] = _fetch_wheel_libraries(staging)
+        recipe = _recipe(arch)
+        if recipe.source is RuntimeSource.WHEELS:
+            info["runtime_source"] = _fetch_wheel_libraries(staging, recipe)
         else:
             info["runtime_source"] = "cross-built from the x86 wheels' sources + tvm_arq/_native/runtime_support"
-            info.update(_build_riscv64_runtime(staging, work, jobs or os.cpu_count() or 2))
+            info.update(_cross_build_runtime(arch, staging, work, jobs or os.cpu_count() or 2))
         info["runtime_seconds"] = round(time.perf_counter() - started, 1)
         (staging / _BUNDLE_FILE).write_text(json.dumps(info, indent=1))
         os.chmod(staging, 0o755)

@@ -33,12 +33,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..kernels import arm, riscv, x86
+from ..backends import get_backend
 from ..kernels.nhwc import NHWC_KERNELS
-from ..kernels.schedules import OPAQUE
-from ..layoutspec import LayoutPlan, PackedConvTarget
+from ..layoutspec import OPAQUE, LayoutPlan, PackedConvTarget
 from ..qmath import dtype_range
-from ..target import Arch, TargetInfo, resolve_target
+from ..target import TargetInfo, resolve_target
 from .graph import bindings_of, tensor_shape, uses
 from .realize import INT32_MAX, INT32_MIN, accumulator_bounds, emit_kernel
 
@@ -55,18 +54,8 @@ _AGNOSTIC = ("qadd", "qmul", "qconcat", "qlut", "qclamp", "qpad", "qsoftmax")
 
 
 def layout_plan(target) -> LayoutPlan:
-    """The kernels for a target (any form :func:`~tvm_arq.target.resolve_target` accepts)."""
-    info = resolve_target(target)
-    if info.arch == Arch.X86_64:
-        x86.register()
-        return LayoutPlan(x86.VNNI_CONV if info.has_vnni else x86.VECTOR_CONV, x86.VECTOR_CONV, x86.DEPTHWISE)
-    if info.arch == Arch.AARCH64:
-        arm.register()
-        riscv.register()  # the vectorized fallback is target neutral
-        conv = arm.SDOT_CONV if info.has_dotprod else arm.NEON_CONV
-        return LayoutPlan(conv, riscv.RVV_CONV, arm.DEPTHWISE)
-    riscv.register()
-    return LayoutPlan(riscv.RVV_CONV, riscv.RVV_CONV, riscv.DEPTHWISE)
+    """The kernels for a target (any form :func:`~tvm_arq.target.resolve_target` accepts) or a plan."""
+    return target if isinstance(target, LayoutPlan) else get_backend(target).layout_plan()
 
 
 def pack_conv_weight(w: np.ndarray, lanes: int, kgroup: int) -> np.ndarray:

@@ -7,7 +7,7 @@ Every heavy kernel of :mod:`tvm_arq.kernels.nhwc` carries a block annotation
   rules) calls the global function ``s_tir.meta_schedule.cpu.<rule name>``, registered here, which
   applies the template with its tile sizes *sampled* (``sample_perfect_tile``), so the tuner searches
   a space in which every candidate is tensorized (and never one that is not);
-- as the **default schedule** of untuned builds (:func:`apply_default_schedules`): the same template
+- as the **default schedule** of untuned builds (:class:`~tvm_arq.backends.ApplyDefaultSchedules`): the same template
   with tile sizes from a register-budget heuristic.
 
 The packed conv template (a dense layer is a 1x1 conv) tiles the output into
@@ -27,13 +27,10 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 
-from ..layoutspec import DepthwiseTarget, PackedConvTarget
-from .nhwc import SCHEDULE_RULE
+from ..kernels.nhwc import SCHEDULE_RULE
+from ..layoutspec import OPAQUE, DepthwiseTarget, PackedConvTarget
 
 logger = logging.getLogger(__name__)
-
-#: ``op_pattern`` of scheduled kernels: opaque, so FuseOps never merges them with neighbours
-OPAQUE = 8
 
 
 @dataclass(frozen=True)
@@ -339,30 +336,9 @@ def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     return out.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", OPAQUE)
 
 
-@tvm.transform.module_pass(opt_level=0, name="tvm_arq.ApplyDefaultSchedules")
-class ApplyDefaultSchedules:
-    """Give every templated kernel of a module its default (untuned) schedule."""
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        from ..tune import register_kernel_rules
-
-        register_kernel_rules()  # templates and intrinsics (idempotent)
-        updates = {}
-        for gv, func in mod.functions.items():
-            if isinstance(func, tirx.PrimFunc):
-                new = apply_default_schedule(func)
-                if new is not None:
-                    updates[gv] = new
-        if not updates:
-            return mod
-        mod = mod.clone()  # never mutate the pass input
-        for gv, func in updates.items():
-            mod.update_func(gv, func)
-        return mod
-
-
 __all__ = [
-    "ApplyDefaultSchedules",
+    "OPAQUE",
+    "POOL_KERNELS",
     "ConvTile",
     "DepthwiseTarget",
     "PackedConvTarget",
