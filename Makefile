@@ -43,6 +43,7 @@ test: setup assets boards
 
 lint: setup
 	$(VENV)/bin/ruff check tvm_arq arq_bench tests scripts tutorials
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache
