@@ -306,3 +306,231 @@ def feature_map_expected(dw_rule: str) -> tvm.IRModule:
 def test_depthwise_lut_pool_add_mean(target, dw_rule):
     assert plan_of(target).depthwise.rule == dw_rule
     assert_converts_to(to_layout(FeatureMapInt, target), feature_map_expected(dw_rule))
+
+
+# -- dense -> the packed conv as a 1x1 conv on a [1, 1, N, K] view, per target --------------------------
+DENSE_W = np.array([[1, -2, 3], [4, 5, -6]], np.int8)      # [O, K] as RealizeInteger writes it
+DENSE_BIAS = np.array([-20, 30], np.int32)
+
+
+def dense_before(dt: str, zy: int, qlo: int, qhi: int) -> tvm.IRModule:
+    @I.ir_module(check_well_formed=False)
+    class DenseInt:
+        @T.prim_func(private=True)
+        def arq_quantize():
+            T.func_attr(stub_quantize(0.5, 0, qlo, qhi, dt))
+            T.evaluate(0)
+
+        @T.prim_func(private=True)
+        def arq_qdense():
+            T.func_attr(arq("qdense", zp_y=zy, qlo=qlo, qhi=qhi, out_dtype=dt))
+            T.evaluate(0)
+
+        @T.prim_func(private=True)
+        def arq_dequantize():
+            T.func_attr(arq("dequantize", scale=2.0, zp=zy))
+            T.evaluate(0)
+
+        @R.function
+        def main(v: R.Tensor((1, 3), "float32")) -> R.Tensor((1, 2), "float32"):
+            cls = DenseInt
+            with R.dataflow():
+                vq = R.call_tir(cls.arq_quantize, (v,), out_ty=R.Tensor((1, 3), dt))
+                y = R.call_tir(cls.arq_qdense, (vq, R.const(DENSE_W, "int8"), R.const(DENSE_BIAS, "int32"),
+                                                R.const(M0, "int32"), R.const(RS, "int32")),
+                               out_ty=R.Tensor((1, 2), dt))
+                yd = R.call_tir(cls.arq_dequantize, (y,), out_ty=R.Tensor((1, 2), "float32"))
+                R.output(yd)
+            return yd
+
+    return DenseInt
+
+
+def dense_expected(dt, zy, qlo, qhi, rule, lanes, kgroup, domain, shift) -> tvm.IRModule:
+    w_packed = pack_by_hand(DENSE_W.reshape(2, 3, 1, 1), lanes, kgroup)
+    bias = (DENSE_BIAS - shift * DENSE_W.astype(np.int64).sum(1)).astype(np.int32)
+    qp = np.array([shift, zy, qlo, qhi], np.int32)   # no padding: the pad value is unused
+
+    @I.ir_module(check_well_formed=False)
+    class DensePacked:
+        @T.prim_func(private=True)
+        def arq_quantize():   # 2-D graph input: no layout, Before's kernel kept
+            T.func_attr(stub_quantize(0.5, 0, qlo, qhi, dt))
+            T.evaluate(0)
+
+        @T.prim_func(private=True)
+        def arq_qconv2d_nhwc_packed():
+            T.func_attr(arq("qconv2d_nhwc_packed", strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1],
+                            out_channels=2, in_offset=shift, domain_dtype=domain, out_dtype=dt, schedule=rule))
+            T.evaluate(0)
+
+        @T.prim_func(private=True)
+        def arq_dequantize():
+            T.func_attr(arq("dequantize", scale=2.0, zp=zy))
+            T.evaluate(0)
+
+        @R.function
+        def main(v: R.Tensor((1, 3), "float32")) -> R.Tensor((1, 2), "float32"):
+            cls = DensePacked
+            with R.dataflow():
+                vq = R.call_tir(cls.arq_quantize, (v,), out_ty=R.Tensor((1, 3), dt))
+                v4 = R.reshape(vq, R.shape([1, 1, 1, 3]))
+                y4 = R.call_tir(cls.arq_qconv2d_nhwc_packed,
+                                (v4, R.const(w_packed, "int8"), R.const(bias, "int32"), R.const(M0, "int32"),
+                                 R.const(RS, "int32"), R.const(qp, "int32")),
+                                out_ty=R.Tensor((1, 1, 1, 2), dt))
+                y = R.reshape(y4, R.shape([1, 2]))
+                yd = R.call_tir(cls.arq_dequantize, (y,), out_ty=R.Tensor((1, 2), "float32"))
+                R.output(yd)
+            return yd
+
+    return DensePacked
+
+
+@pytest.mark.parametrize("target", list(CONV_CASES))
+def test_dense_packed(target):
+    dt, _zx, zy, (qlo, qhi), rule, lanes, kgroup, domain, shift = CONV_CASES[target]
+    after = to_layout(dense_before(dt, zy, qlo, qhi), target)
+    assert_converts_to(after, dense_expected(dt, zy, qlo, qhi, rule, lanes, kgroup, domain, shift))
+
+
+# -- pad, resize, concat, softmax (axes remapped), and a reshape of a feature map (needs NCHW) ---------
+PADS = [[0, 0], [0, 0], [1, 1], [2, 2]]
+IDX_H, IDX_W = np.array([0, 0, 1, 1], np.int32), np.array([0, 0, 1, 1, 2, 2], np.int32)
+LIN_H = np.array([[0, 0, 0, 1], [0, 1, 1, 1], [3072, 1024, 3072, 1024]], np.int32)
+LIN_W = np.array([[0, 0, 0, 1, 1, 2], [0, 1, 1, 2, 2, 2], [2048, 0, 2048, 0, 2048, 0]], np.int32)
+EXP_TABLE = np.arange(256, 0, -1, dtype=np.int32) * 4096
+CONCAT = {"zps": [0, 0], "mults": [2**29, 2**29], "shift": 29, "zp_y": 0, "qlo": -128, "qhi": 127,
+          "out_dtype": "int8"}
+SOFTMAX = {"mult": 2**30, "shift": 22, "zp_y": -128, "qlo": -128, "qhi": 127, "out_dtype": "int8"}
+
+
+@I.ir_module(check_well_formed=False)
+class MovementInt:
+    @T.prim_func(private=True)
+    def arq_quantize():
+        T.func_attr(stub_quantize(0.5, 0))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qpad():
+        T.func_attr(arq("qpad", pads=PADS, value=6))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qresize_nearest():
+        T.func_attr(arq("qresize_nearest"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qresize_bilinear():
+        T.func_attr(arq("qresize_bilinear", bits=12))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qconcat():
+        T.func_attr(arq("qconcat", axis=1, **CONCAT))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qsoftmax():
+        T.func_attr(arq("qsoftmax", axis=1, **SOFTMAX))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize():
+        T.func_attr(arq("dequantize", scale=0.5, zp=0))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 3), "float32")):
+        cls = MovementInt
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize, (x,), out_ty=R.Tensor((1, 2, 2, 3), "int8"))
+            p = R.call_tir(cls.arq_qpad, (xq,), out_ty=R.Tensor((1, 2, 4, 7), "int8"))
+            n = R.call_tir(cls.arq_qresize_nearest, (xq, R.const(IDX_H, "int32"), R.const(IDX_W, "int32")),
+                           out_ty=R.Tensor((1, 2, 4, 6), "int8"))
+            b = R.call_tir(cls.arq_qresize_bilinear, (xq, R.const(LIN_H, "int32"), R.const(LIN_W, "int32")),
+                           out_ty=R.Tensor((1, 2, 4, 6), "int8"))
+            c = R.call_tir(cls.arq_qconcat, (n, b), out_ty=R.Tensor((1, 4, 4, 6), "int8"))
+            s = R.call_tir(cls.arq_qsoftmax, (c, R.const(EXP_TABLE, "int32")), out_ty=R.Tensor((1, 4, 4, 6), "int8"))
+            f = R.reshape(c, R.shape([1, 96]))
+            pd = R.call_tir(cls.arq_dequantize, (p,), out_ty=R.Tensor((1, 2, 4, 7), "float32"))
+            sd = R.call_tir(cls.arq_dequantize, (s,), out_ty=R.Tensor((1, 4, 4, 6), "float32"))
+            fd = R.call_tir(cls.arq_dequantize, (f,), out_ty=R.Tensor((1, 96), "float32"))
+            out = (pd, sd, fd)
+            R.output(out)
+        return out
+
+
+@I.ir_module(check_well_formed=False)
+class MovementNHWC:
+    @T.prim_func(private=True)
+    def arq_quantize_to_nhwc():
+        T.func_attr(stub_quantize(0.5, 0, op="quantize_to_nhwc"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qpad():   # pads per NHWC axis
+        T.func_attr(arq("qpad", pads=[[0, 0], [1, 1], [2, 2], [0, 0]], value=6))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qresize_nearest_nhwc():
+        T.func_attr(arq("qresize_nearest_nhwc"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qresize_bilinear_nhwc():
+        T.func_attr(arq("qresize_bilinear_nhwc", bits=12))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qconcat():   # channels: NCHW axis 1 -> NHWC axis 3
+        T.func_attr(arq("qconcat", axis=3, **CONCAT))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qsoftmax():
+        T.func_attr(arq("qsoftmax", axis=3, **SOFTMAX))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize_to_nchw():
+        T.func_attr(arq("dequantize_to_nchw", scale=0.5, zp=0))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize_to_nchw1():   # one kernel per shape
+        T.func_attr(arq("dequantize_to_nchw", scale=0.5, zp=0))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize():
+        T.func_attr(arq("dequantize", scale=0.5, zp=0))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 3), "float32")):
+        cls = MovementNHWC
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize_to_nhwc, (x,), out_ty=R.Tensor((1, 2, 3, 2), "int8"))
+            p = R.call_tir(cls.arq_qpad, (xq,), out_ty=R.Tensor((1, 4, 7, 2), "int8"))
+            n = R.call_tir(cls.arq_qresize_nearest_nhwc, (xq, R.const(IDX_H, "int32"), R.const(IDX_W, "int32")),
+                           out_ty=R.Tensor((1, 4, 6, 2), "int8"))
+            b = R.call_tir(cls.arq_qresize_bilinear_nhwc, (xq, R.const(LIN_H, "int32"), R.const(LIN_W, "int32")),
+                           out_ty=R.Tensor((1, 4, 6, 2), "int8"))
+            c = R.call_tir(cls.arq_qconcat, (n, b), out_ty=R.Tensor((1, 4, 6, 4), "int8"))
+            s = R.call_tir(cls.arq_qsoftmax, (c, R.const(EXP_TABLE, "int32")), out_ty=R.Tensor((1, 4, 6, 4), "int8"))
+            c_nchw = R.permute_dims(c, axes=[0, 3, 1, 2])   # the reshape reads NCHW order
+            f = R.reshape(c_nchw, R.shape([1, 96]))
+            pd = R.call_tir(cls.arq_dequantize_to_nchw, (p,), out_ty=R.Tensor((1, 2, 4, 7), "float32"))
+            sd = R.call_tir(cls.arq_dequantize_to_nchw1, (s,), out_ty=R.Tensor((1, 4, 4, 6), "float32"))
+            fd = R.call_tir(cls.arq_dequantize, (f,), out_ty=R.Tensor((1, 96), "float32"))
+            out = (pd, sd, fd)
+            R.output(out)
+        return out
+
+
+def test_layout_agnostic_ops_and_nchw_fallback():
+    assert_converts_to(to_layout(MovementInt, "x86-vnni"), MovementNHWC)
