@@ -534,3 +534,79 @@ class MovementNHWC:
 
 def test_layout_agnostic_ops_and_nchw_fallback():
     assert_converts_to(to_layout(MovementInt, "x86-vnni"), MovementNHWC)
+
+
+# -- grouped conv (not depthwise) -> qconv2d_nhwc with HWIO weights; strided_slice with its axis remapped ----
+W_G = (np.arange(4 * 2 * 1 * 1).reshape(4, 2, 1, 1) - 3).astype(np.int8)     # groups=2: O=4, C/groups=2
+W_G_HWIO = np.array([[[[-3, -1, 1, 3], [-2, 0, 2, 4]]]], np.int8)           # [KH, KW, C/groups, O]
+G_BIAS = np.array([1, 2, 3, 4], np.int32)
+G_M0 = np.full(4, 2**30, np.int32)
+G_RS = np.full(4, 31, np.int32)
+GROUPED = {"strides": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1]}
+
+
+@I.ir_module(check_well_formed=False)
+class GroupedInt:
+    @T.prim_func(private=True)
+    def arq_quantize():
+        T.func_attr(stub_quantize(0.5, 0))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qconv2d():
+        T.func_attr(arq("qconv2d", groups=2, zp_x=0, zp_y=5, qlo=-128, qhi=127, out_dtype="int8", **GROUPED))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize():
+        T.func_attr(arq("dequantize", scale=1.0, zp=5))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")) -> R.Tensor((1, 2, 3, 3), "float32"):
+        cls = GroupedInt
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize, (x,), out_ty=R.Tensor((1, 4, 3, 3), "int8"))
+            y = R.call_tir(cls.arq_qconv2d, (xq, R.const(W_G, "int8"), R.const(G_BIAS, "int32"),
+                                             R.const(G_M0, "int32"), R.const(G_RS, "int32")),
+                           out_ty=R.Tensor((1, 4, 3, 3), "int8"))
+            t = R.strided_slice(y, axes=[1], begin=[1], end=[3])
+            td = R.call_tir(cls.arq_dequantize, (t,), out_ty=R.Tensor((1, 2, 3, 3), "float32"))
+            R.output(td)
+        return td
+
+
+@I.ir_module(check_well_formed=False)
+class GroupedNHWC:
+    @T.prim_func(private=True)
+    def arq_quantize_to_nhwc():
+        T.func_attr(stub_quantize(0.5, 0, op="quantize_to_nhwc"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qconv2d_nhwc():
+        T.func_attr(arq("qconv2d_nhwc", groups=2, out_dtype="int8", **GROUPED))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize_to_nchw():
+        T.func_attr(arq("dequantize_to_nchw", scale=1.0, zp=5))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")) -> R.Tensor((1, 2, 3, 3), "float32"):
+        cls = GroupedNHWC
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize_to_nhwc, (x,), out_ty=R.Tensor((1, 3, 3, 4), "int8"))
+            y = R.call_tir(cls.arq_qconv2d_nhwc,
+                           (xq, R.const(W_G_HWIO, "int8"), R.const(G_BIAS, "int32"), R.const(G_M0, "int32"),
+                            R.const(G_RS, "int32"), R.const(np.array([0, 5, -128, 127], np.int32), "int32")),
+                           out_ty=R.Tensor((1, 3, 3, 4), "int8"))
+            t = R.strided_slice(y, axes=[3], begin=[1], end=[3])   # channels: NCHW axis 1 -> NHWC axis 3
+            td = R.call_tir(cls.arq_dequantize_to_nchw, (t,), out_ty=R.Tensor((1, 2, 3, 3), "float32"))
+            R.output(td)
+        return td
+
+
+def test_grouped_conv_and_slice():
+    assert_converts_to(to_layout(GroupedInt, "x86-vnni"), GroupedNHWC)

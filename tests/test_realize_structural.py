@@ -810,3 +810,54 @@ class MovementExpected:
 
 def test_pad_clamp_and_movement():
     assert_lowers_to(realize(MovementBefore), MovementExpected)
+
+
+# -- per-channel lookup table: PReLU with one slope per channel (one table row per channel, axis 1) -----
+# x: s=1/16 z=0 -> y: s=1/16 z=0; T[c, q + 128] = q if q >= 0 else round(alpha_c * q)
+PRELU_ALPHA = np.array([0.25, 0.5], np.float32)
+_Q = np.arange(-128, 128)
+PRELU_TABLE = np.stack([np.where(_Q >= 0, _Q, np.rint(a * _Q)) for a in (0.25, 0.5)]).astype(np.int8)
+
+
+@I.ir_module
+class PreluBefore:
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 2), "float32")) -> R.Tensor((1, 2, 2, 2), "float32"):
+        with R.dataflow():
+            xd = dq(q(x, 1 / 16, 0), 1 / 16, 0)
+            y = R.nn.prelu(xd, R.const(PRELU_ALPHA, "float32"), axis=1)
+            yd = dq(q(y, 1 / 16, 0), 1 / 16, 0)
+            R.output(yd)
+        return yd
+
+
+@I.ir_module(check_well_formed=False)
+class PreluExpected:
+    @T.prim_func(private=True)
+    def arq_quantize():
+        T.func_attr(stub_quantize(1 / 16, 0))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qlut():
+        T.func_attr(arq("qlut", axis=1, qmin=-128, fn="prelu"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize():
+        T.func_attr(arq("dequantize", scale=1 / 16, zp=0))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 2), "float32")) -> R.Tensor((1, 2, 2, 2), "float32"):
+        cls = PreluExpected
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize, (x,), out_ty=R.Tensor((1, 2, 2, 2), "int8"))
+            y = R.call_tir(cls.arq_qlut, (xq, R.const(PRELU_TABLE, "int8")), out_ty=R.Tensor((1, 2, 2, 2), "int8"))
+            yd = R.call_tir(cls.arq_dequantize, (y,), out_ty=R.Tensor((1, 2, 2, 2), "float32"))
+            R.output(yd)
+        return yd
+
+
+def test_lut_per_channel():
+    assert_lowers_to(realize(PreluBefore), PreluExpected)
