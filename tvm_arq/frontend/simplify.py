@@ -279,13 +279,59 @@ class _Simplifier:
         shift = beta - mean * scale
         return scale, shift
 
-    def fold_batchnorm(self) -> bool:
+    def _conv_fold_index(
+        self,
+    ) -> tuple[set[str], dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]], UniqueNames]:
+        """Graph output names, producer and consumers of every tensor, and a fresh-name generator."""
         graph = self.model.graph
         out_names = {o.name for o in graph.output}
         producers = {o: n for n in graph.node for o in n.output}
         cons = graph_consumers(graph)
         names = UniqueNames(graph)
         names.used.update(self.consts)
+        return out_names, producers, cons, names
+
+    def _const_conv(
+        self,
+        x: str,
+        producers: dict[str, onnx.NodeProto],
+        cons: dict[str, list[onnx.NodeProto]],
+        out_names: set[str],
+    ) -> onnx.NodeProto | None:
+        """The ``Conv`` producing ``x`` if its weight (and bias, if any) are constants and only one node
+        reads ``x`` (not a graph output), so that a following op can be folded into it; else None."""
+        conv = producers.get(x)
+        if (
+            conv is None
+            or conv.op_type != "Conv"
+            or conv.domain not in DEFAULT_DOMAINS
+            or x in out_names
+            or len(cons.get(x, [])) != 1
+            or len(conv.input) < 2
+            or conv.input[1] not in self.consts
+            or (len(conv.input) >= 3 and conv.input[2] and conv.input[2] not in self.consts)
+        ):
+            return None
+        return conv
+
+    def _bias64(self, conv: onnx.NodeProto, out_ch: int) -> np.ndarray:
+        """The constant bias of ``conv`` in float64 (zeros if it has none)."""
+        has_b = len(conv.input) >= 3 and bool(conv.input[2])
+        return self.consts[conv.input[2]].astype(np.float64) if has_b else np.zeros(out_ch)
+
+    def _remove_nodes(self, remove: set[int]) -> bool:
+        """Drop the top-level nodes whose ``id`` is in ``remove``; True if there were any."""
+        if not remove:
+            return False
+        graph = self.model.graph
+        kept = [n for n in graph.node if id(n) not in remove]
+        del graph.node[:]
+        graph.node.extend(kept)
+        return True
+
+    def fold_batchnorm(self) -> bool:
+        graph = self.model.graph
+        out_names, producers, cons, names = self._conv_fold_index()
         remove: set[int] = set()
         replace: dict[int, list[onnx.NodeProto]] = {}
         for bn in graph.node:
@@ -299,21 +345,10 @@ class _Simplifier:
                 continue
             scale, shift = params
             x = bn.input[0]
-            conv = producers.get(x)
-            if (
-                conv is not None
-                and conv.op_type == "Conv"
-                and conv.domain in DEFAULT_DOMAINS
-                and x not in out_names
-                and len(cons.get(x, [])) == 1
-                and len(conv.input) >= 2
-                and conv.input[1] in self.consts
-                and (len(conv.input) < 3 or not conv.input[2] or conv.input[2] in self.consts)
-                and self.consts[conv.input[1]].shape[0] == scale.shape[0]
-            ):
+            conv = self._const_conv(x, producers, cons, out_names)
+            if conv is not None and self.consts[conv.input[1]].shape[0] == scale.shape[0]:
                 w = self.consts[conv.input[1]]
-                has_b = len(conv.input) >= 3 and bool(conv.input[2])
-                b = self.consts[conv.input[2]].astype(np.float64) if has_b else np.zeros(w.shape[0])
+                b = self._bias64(conv, w.shape[0])
                 new_w = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
                 new_b = (b * scale + shift).astype(w.dtype)
                 wname = names.fresh(f"{bn.output[0]}.weight")
@@ -361,11 +396,7 @@ class _Simplifier:
     def fold_add_into_conv_bias(self) -> bool:
         """Fold ``Add(Conv(x, W[, b]), c)`` with a per-channel or scalar constant ``c`` into the bias."""
         graph = self.model.graph
-        out_names = {o.name for o in graph.output}
-        producers = {o: n for n in graph.node for o in n.output}
-        cons = graph_consumers(graph)
-        names = UniqueNames(graph)
-        names.used.update(self.consts)
+        out_names, producers, cons, names = self._conv_fold_index()
         remove: set[int] = set()
         for add in graph.node:
             if add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS or len(add.input) != 2:
@@ -377,17 +408,8 @@ class _Simplifier:
                 x, c = b, self.consts[a]
             else:
                 continue
-            conv = producers.get(x)
-            if (
-                conv is None
-                or conv.op_type != "Conv"
-                or conv.domain not in DEFAULT_DOMAINS
-                or x in out_names
-                or len(cons.get(x, [])) != 1
-                or len(conv.input) < 2
-                or conv.input[1] not in self.consts
-                or (len(conv.input) >= 3 and conv.input[2] and conv.input[2] not in self.consts)
-            ):
+            conv = self._const_conv(x, producers, cons, out_names)
+            if conv is None:
                 continue
             w = self.consts[conv.input[1]]
             if c.dtype != w.dtype or c.ndim > w.ndim:
@@ -401,7 +423,7 @@ class _Simplifier:
             else:
                 continue
             has_b = len(conv.input) >= 3 and bool(conv.input[2])
-            old_b = self.consts[conv.input[2]].astype(np.float64) if has_b else np.zeros(out_ch)
+            old_b = self._bias64(conv, out_ch)
             bname = names.fresh(f"{add.output[0]}.bias")
             self.consts[bname] = (old_b + delta).astype(w.dtype)
             if has_b:
@@ -411,12 +433,7 @@ class _Simplifier:
             conv.output[0] = add.output[0]
             remove.add(id(add))
             self._count("folded Add into Conv bias")
-        if not remove:
-            return False
-        kept = [n for n in graph.node if id(n) not in remove]
-        del graph.node[:]
-        graph.node.extend(kept)
-        return True
+        return self._remove_nodes(remove)
 
     def fold_pad_into_conv(self) -> bool:
         """Fold a zero constant-mode ``Pad`` of the spatial dims into the following ``Conv``."""
@@ -471,12 +488,7 @@ class _Simplifier:
             conv.input[0] = pad.input[0]
             remove.add(id(pad))
             self._count("folded Pad into Conv")
-        if not remove:
-            return False
-        kept = [n for n in graph.node if id(n) not in remove]
-        del graph.node[:]
-        graph.node.extend(kept)
-        return True
+        return self._remove_nodes(remove)
 
     def eliminate_dead(self) -> None:
         graph = self.model.graph
