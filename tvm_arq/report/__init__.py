@@ -22,7 +22,7 @@ time, so memory does not grow with the number of samples.
 
 Modules: :mod:`.stats` (streaming accumulators), :mod:`.measure` (:func:`report`), :mod:`.records`
 (:class:`QuantReport` and its JSON), :mod:`.render` (text tables), :mod:`.plot` (:func:`plot_sqnr`). The
-``tvm-arq report`` command lives in :mod:`tvm_arq.cli`.
+``tvm-arq report`` command is defined with the other commands of the command line.
 
 ``SQNR = 10 log10(sum(x_fp32^2) / sum((x_fp32 - x_quant)^2))`` over all elements of all samples.
 """
