@@ -69,6 +69,16 @@ def test_console_script_help_in_a_subprocess() -> None:
         assert name in proc.stdout
 
 
+def test_boards_module_runs_without_importing_itself_twice() -> None:
+    """``python -m tvm_arq.deploy.boards``: importing tvm_arq (which binds ``tvm_arq.deploy`` to the deploy
+    function) must not import the boards module before runpy executes it (a RuntimeWarning)."""
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "tvm_arq.deploy.boards", "--help"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert "setup" in proc.stdout
+
+
 @pytest.mark.parametrize("name", [s for s in SUBCOMMANDS if s != "board"])
 def test_every_subcommand_has_help(capsys, name: str) -> None:
     code, out, _ = run(capsys, name, "--help")

@@ -81,7 +81,12 @@ def test_ppocr_direction_classifier_int8_within_one_point():
     np.testing.assert_array_equal(hyb.run(xe[:1]), hyb.reference(xe[:1]))
 
 
-def test_deploy_is_callable_package():
-    assert callable(tvm_arq.deploy)
-    assert issubclass(tvm_arq.deploy.DeployError, Exception)
-    assert tvm_arq.deploy.EmulatedBoard is not None
+def test_deploy_is_a_plain_function():
+    import inspect
+
+    from tvm_arq.deploy import DeployError, EmulatedBoard, deploy
+    from tvm_arq.deploy.boards import EmulatedBoard as BoardsEmulatedBoard
+
+    assert inspect.isfunction(tvm_arq.deploy) and tvm_arq.deploy is deploy
+    assert issubclass(DeployError, Exception)
+    assert EmulatedBoard is BoardsEmulatedBoard

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -18,10 +17,10 @@ from tvm.relax import op as R
 
 import tvm_arq
 from tests.graphs import Spec, build_graph, calibration_set
+from tvm_arq.cli import build_parser
 from tvm_arq.report import (
     QuantReport,
     SqnrAccumulator,
-    add_report_subparser,
     compare_text,
     plot_sqnr,
     report,
@@ -250,9 +249,7 @@ def _onnx_conv_relu(path):
 def test_cli_report(tmp_path, capsys):
     _onnx_conv_relu(tmp_path / "m.onnx")
     np.save(tmp_path / "cal.npy", np.random.default_rng(0).normal(size=(6, 3, 8, 8)).astype("float32"))
-    ap = argparse.ArgumentParser()
-    add_report_subparser(ap.add_subparsers(dest="command"))
-    args = ap.parse_args(["report", str(tmp_path / "m.onnx"), "--shape", "1,3,8,8", "--calibration",
+    args = build_parser().parse_args(["report", str(tmp_path / "m.onnx"), "--shape", "1,3,8,8", "--calibration",
                           str(tmp_path / "cal.npy"), "--scheme", "hybrid", "--compare", "symmetric",
                           "--json", str(tmp_path / "r.json"), "--png", str(tmp_path / "r.png"),
                           "--max-samples", "4"])
@@ -264,3 +261,8 @@ def test_cli_report(tmp_path, capsys):
     reps = {k: QuantReport.from_dict(v) for k, v in data.items()}
     assert reps["hybrid"].n_samples == 4 and reps["symmetric"].scheme == "symmetric"
     assert (tmp_path / "r.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_report_is_a_public_function():
+    assert tvm_arq.report is report
+    assert not hasattr(tvm_arq.QuantizedModel, "report")

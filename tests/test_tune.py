@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,7 @@ from tvm import relax, te
 from tvm.target import codegen
 
 import tvm_arq.tune.search as tune_mod
+from tests.helpers import conv_module, record_lines
 from tvm_arq.backends import register_vnni_intrinsic
 from tvm_arq.target import resolve_target
 from tvm_arq.tune import (
@@ -41,19 +41,6 @@ THREADS = 2
 SMALL: dict = {"num_threads": THREADS, "population_size": 32, "progress": False}
 
 
-def conv_module() -> tvm.IRModule:
-    """fp32 conv2d 1x16x16x16 -> 16 channels, 3x3, padding 1, + ReLU."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, 16, 16), "float32"))
-    w = relax.Var("w", relax.TensorType((16, 16, 3, 3), "float32"))
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))
-            z = bb.emit_output(relax.op.nn.relu(y))
-        bb.emit_func_output(z)
-    return bb.get()
-
-
 def conv_inputs() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [
@@ -66,20 +53,6 @@ def run(ex: relax.VMExecutable, arrays: list[np.ndarray]) -> np.ndarray:
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
     return vm["main"](*[tvm.runtime.tensor(a, dev) for a in arrays]).numpy()
-
-
-def record_lines(work_dir: Path) -> list[str]:
-    path = work_dir / "database_tuning_record.json"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        out.append(line)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ fast
@@ -296,18 +269,10 @@ def test_second_tune_reuses_records(tuned_conv: tuple[Path, float], monkeypatch:
 
 _CHILD = """
 import sys
-from tvm import relax
+from tests.helpers import conv_module
 from tvm_arq.tune import TuneConfig, tune
 
-bb = relax.BlockBuilder()
-x = relax.Var("x", relax.TensorType((1, 16, 16, 16), "float32"))
-w = relax.Var("w", relax.TensorType((16, 16, 3, 3), "float32"))
-with bb.function("main", [x, w]):
-    with bb.dataflow():
-        y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))
-        z = bb.emit_output(relax.op.nn.relu(y))
-    bb.emit_func_output(z)
-tune(bb.get(), "host", TuneConfig(trials=8, trials_per_iter=4, work_dir=sys.argv[1], num_threads=2,
+tune(conv_module(), "host", TuneConfig(trials=8, trials_per_iter=4, work_dir=sys.argv[1], num_threads=2,
                                   population_size=32, progress=False))
 print("CHILD FINISHED")
 """

@@ -42,7 +42,7 @@ pred = np.array([model.run(x_eval[i:i + 1]).argmax() for i in range(n_eval)])
 print(f"int8 hybrid accuracy on {n_eval} held-out lines: {np.mean(pred == y_eval):.3f}")
 
 # 5. Report: per tensor, which rule chose its range, the numbers, and the SQNR against fp32.
-rep = model.report(list(x_cal[:8, None]), max_samples=8)
+rep = tvm_arq.report(model, list(x_cal[:8, None]), max_samples=8)
 print(rep.to_text())
 rep.save_json(OUT / "01_report.json")
 model.export_library(OUT / "01_ppocr_cls_int8.so")

@@ -17,7 +17,7 @@ import numpy as np
 
 import tvm_arq
 from arq_bench import assets, datasets
-from tvm_arq.report import compare_text, plot_sqnr
+from tvm_arq.report import compare_text, plot_sqnr, report
 
 QUICK = os.environ.get("TVM_ARQ_QUICK") == "1"
 OUT = Path(os.environ.get("TVM_ARQ_OUT", "results/tutorials"))
@@ -54,7 +54,7 @@ for s, c, a, g in rows:
 (OUT / "02_accuracy.json").write_text(json.dumps(
     [{"scheme": s, "calibrator": c, "top1": a, "agreement": g, "n": n_eval} for s, c, a, g in rows], indent=1))
 
-reports = {name: m.report(cal[:8], max_samples=8, progress=False) for name, m in models.items()}
+reports = {name: report(m, cal[:8], max_samples=8, progress=False) for name, m in models.items()}
 print(compare_text(reports))
 plot_sqnr(reports, OUT / "02_sqnr_hybrid_vs_symmetric.png")
 print("wrote", OUT / "02_sqnr_hybrid_vs_symmetric.png")

@@ -1,12 +1,19 @@
-"""tvm_arq: activation-redistribution hybrid asymmetric int8 quantization for Apache TVM."""
+"""tvm_arq: activation-redistribution hybrid asymmetric int8 quantization for Apache TVM.
 
-from . import deploy  # callable package: tvm_arq.deploy(model, rpc=...) / tvm_arq.deploy.EmulatedBoard
+The public verbs are plain functions: :func:`from_onnx`, :func:`build`, :func:`report` (per-layer SQNR
+report of a built model) and :func:`deploy` (run a model on a board over TVM RPC). ``build``, ``report``
+and ``deploy`` share their names with the subpackages that implement them; ``from tvm_arq.report import
+QuantReport`` and ``from tvm_arq.deploy import EmulatedBoard`` import from those.
+"""
+
 from .build import build
 from .config import Calibrator, QuantConfig, RangeKind, Scheme
+from .deploy.rpc import deploy
 from .frontend import from_onnx
 from .model import QuantizedModel
+from .report import report
 from .target import resolve_target
 
 __all__ = ["Calibrator", "QuantConfig", "QuantizedModel", "RangeKind", "Scheme", "build", "deploy", "from_onnx",
-           "resolve_target"]
+           "report", "resolve_target"]
 __version__ = "0.1.0"

@@ -241,6 +241,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``tvm-arq report``: build the model per scheme, measure, print and write the report."""
+    import tvm_arq
+
+    from .report import QuantReport, compare_text, plot_sqnr, report
+
+    mod, params = tvm_arq.from_onnx(args.model, shape=_parse_shape(args.shape))
+    cal = _load_calibration(args.calibration, mod)
+    data = _load_calibration(args.data, mod) if args.data else cal
+    schemes = [args.scheme] + [s for s in args.compare if s != args.scheme]
+    reports: dict[str, QuantReport] = {}
+    for scheme in dict.fromkeys(schemes):
+        m = tvm_arq.build(mod, params, args.target, calibration=cal, scheme=scheme, calibrator=args.calibrator)
+        reports[scheme] = report(m, data, max_samples=args.max_samples)
+    print(reports[args.scheme].to_text())
+    if len(reports) > 1:
+        print()
+        print(compare_text(reports))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1,
+                                              allow_nan=False))
+        print(f"wrote {args.json}")
+    if args.png:
+        plot_sqnr(reports, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
 def cmd_board(args: argparse.Namespace) -> int:
     from .deploy.boards import main as boards_main
 
@@ -382,9 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", metavar="OUT.json", help="also write the statistics as JSON")
         p.set_defaults(func=func)
 
-    from .report import add_report_subparser
-
-    add_report_subparser(sub)
+    r = sub.add_parser("report", help="per-layer report: ranges, scales, zero points, SQNR vs fp32")
+    r.add_argument("model", help="ONNX file")
+    r.add_argument("--shape", help="input shape, e.g. 1,3,224,224")
+    r.add_argument("--calibration", required=True, help=".npy/.npz or a folder of images")
+    r.add_argument("--data", help="samples to measure SQNR on (default: the calibration samples)")
+    r.add_argument("--max-samples", type=int, default=32, help="measure on at most this many samples")
+    r.add_argument("--target", default="host")
+    r.add_argument("--scheme", default="hybrid", choices=["hybrid", "symmetric", "asymmetric"])
+    r.add_argument("--calibrator", default="minmax", choices=[c.value for c in Calibrator])
+    r.add_argument("--compare", action="append", default=[], choices=["hybrid", "symmetric", "asymmetric"],
+                   help="also report this scheme (repeatable) and print a side-by-side table")
+    r.add_argument("--json", help="write {label: report} as JSON")
+    r.add_argument("--png", help="write a PNG of SQNR by layer")
+    r.set_defaults(func=cmd_report)
 
     bd = sub.add_parser("board", help="emulated dev boards (qemu-user + TVM runtime + RPC server) on loopback",
                         add_help=False)

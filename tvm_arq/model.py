@@ -133,12 +133,6 @@ class QuantizedModel:
         """Write a shared object (or ``.tar``) for the target, cross-linked with the target's toolchain."""
         return export_library(self.executable, path, self.target)
 
-    def report(self, calibration, max_samples: int = 32, progress: bool = True):
-        """Per-layer report: scheme, range, scale, zero point and SQNR against fp32 per tensor."""
-        from .report import report
-
-        return report(self, calibration, max_samples=max_samples, progress=progress)
-
     def qparams_table(self) -> list[dict]:
         return [{"tensor": k, **v.to_dict()} for k, v in self.qparams.items()]
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import record_lines
 from tests.robustness._tally import tried
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,22 +203,10 @@ if __name__ == "__main__":
 """
 
 
-def _records(wd: Path) -> list[str]:
-    path = wd / "database_tuning_record.json"
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        out.append(line)
-    return out
-
-
 def _workload_of_records(wd: Path) -> dict[int, set[str]]:
     """Workload index -> first block name each of its records' traces refers to."""
     out: dict[int, set[str]] = {}
-    for line in _records(wd):
+    for line in record_lines(wd):
         idx, trace = json.loads(line)
         first = json.dumps(trace)[:400]
         out.setdefault(idx, set()).add("matmul" if "matmul" in first else "conv" if "pad" in first else "?")
@@ -241,7 +230,7 @@ def test_two_tuning_processes_share_a_database_without_corrupting_it(tmp_path: P
             _kill(p)
     workloads = [ln for ln in (wd / "database_workload.json").read_text().splitlines() if ln.strip()]
     assert len(workloads) == 2
-    assert len(_records(wd)) == 8
+    assert len(record_lines(wd)) == 8
     by_wl = _workload_of_records(wd)
     assert sorted(by_wl) == [0, 1] and all(len(v) == 1 for v in by_wl.values()), by_wl
     assert {next(iter(v)) for v in by_wl.values()} == {"conv", "matmul"}
@@ -250,7 +239,7 @@ def test_two_tuning_processes_share_a_database_without_corrupting_it(tmp_path: P
         proc = _spawn(script, kind, str(wd), "4")
         o = Lines(proc)
         assert proc.wait(timeout=600) == 0, o.text()
-    assert len(_records(wd)) == 8
+    assert len(record_lines(wd)) == 8
     tried(2)
 
 
@@ -262,19 +251,19 @@ def test_killed_tuning_run_resumes_without_losing_records(tmp_path: Path) -> Non
     proc = _spawn(script, "conv", str(wd), "8")
     try:
         deadline = time.monotonic() + 600
-        while len(_records(wd)) < 2:
+        while len(record_lines(wd)) < 2:
             assert proc.poll() is None, Lines(proc).text()
             assert time.monotonic() < deadline, "no record appeared"
             time.sleep(0.2)
     finally:
         _kill(proc)  # SIGKILL mid-run, possibly mid-write
     assert proc.returncode == -signal.SIGKILL
-    survived = _records(wd)
+    survived = record_lines(wd)
     assert 2 <= len(survived) < 8
     proc = _spawn(script, "conv", str(wd), "8")  # the lock died with the killed process: no waiting
     o = Lines(proc)
     assert proc.wait(timeout=900) == 0, o.text()
-    after = _records(wd)
+    after = record_lines(wd)
     assert after[: len(survived)] == survived and len(after) == 8
 
 

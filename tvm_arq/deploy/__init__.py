@@ -1,6 +1,7 @@
 """Exporting models for boards, deploying them over TVM RPC, and emulated boards for tests.
 
-- :func:`deploy` -> :class:`RemoteModel` (``run``, ``benchmark``) over ``rpc="host:port"`` or
+- :func:`deploy` (also ``tvm_arq.deploy``: the top-level package binds that name to this function)
+  -> :class:`RemoteModel` (``run``, ``benchmark``) over ``rpc="host:port"`` or
   ``tracker="host:port", key=...``; failures raise :class:`DeployError`.
 - :class:`EmulatedBoard`: the board's TVM runtime and our RPC server under qemu-user on loopback
   (``aarch64``, ``riscv64``, ``riscv64-rvv``); :func:`start_board` / :func:`stop_board` for the CLI
@@ -54,14 +55,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-class _CallableModule(__import__("types").ModuleType):
-    """Lets ``tvm_arq.deploy(model, rpc=...)`` call :func:`deploy` while ``tvm_arq.deploy`` stays a package
-    (``tvm_arq.deploy.EmulatedBoard``, ``tvm_arq.deploy.DeployError``, ``python -m tvm_arq.deploy.boards``)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return __getattr__("deploy")(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule

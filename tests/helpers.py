@@ -1,0 +1,39 @@
+"""Helpers shared by several test modules (one copy instead of one per file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+__all__ = ["conv_module", "record_lines"]
+
+
+def conv_module() -> tvm.IRModule:
+    """fp32 conv2d 1x16x16x16 -> 16 channels, 3x3, padding 1, + ReLU (the weight is a parameter)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 16, 16), "float32"))
+    w = relax.Var("w", relax.TensorType((16, 16, 3, 3), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))
+            z = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(z)
+    return bb.get()
+
+
+def record_lines(work_dir: Path) -> list[str]:
+    """The complete (parseable) lines of a MetaSchedule tuning-record file in ``work_dir``, in order."""
+    path = work_dir / "database_tuning_record.json"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append(line)
+    return out
