@@ -20,13 +20,18 @@ import tvm
 from tvm import relax
 
 from tests.graphs import Spec, build_graph, calibration_set
+from tvm_arq.build import layout_plan  # TEMPORARY shim until tvm_arq.backends
 from tvm_arq.config import QuantConfig, Scheme
 from tvm_arq.kernels.schedules import ApplyDefaultSchedules, apply_default_schedule
-from tvm_arq.passes.layout import convert_layout
+from tvm_arq.passes.layout import convert_layout as _convert_layout
 from tvm_arq.quantize import quantize_module
 from tvm_arq.target import resolve_target
 
 CONV_KERNELS = ("qconv2d_nhwc_packed",)
+
+
+def convert_layout(mod, target):
+    return _convert_layout(mod, layout_plan(target))
 HOST = resolve_target("host")
 
 

@@ -14,6 +14,7 @@ from tvm import relax
 
 from .config import Calibrator, QuantConfig, Scheme
 from .frontend import bind_params
+from .layoutspec import LayoutPlan
 from .model import QuantizedModel
 from .quantize import quantize_module
 from .target import TargetInfo, resolve_target
@@ -45,7 +46,26 @@ def lower_for_target(mod: tvm.IRModule, info: TargetInfo) -> tvm.IRModule:
         return mod
     from .passes.layout import convert_layout
 
-    return convert_layout(mod, info)
+    return convert_layout(mod, layout_plan(info))
+
+
+def layout_plan(target) -> LayoutPlan:
+    """TEMPORARY shim (arch-ops branch): the kernels of a target, until ``tvm_arq.backends`` provides
+    ``get_backend(target).layout_plan()``. Registers the target's MetaSchedule rules like before."""
+    from .kernels import arm, riscv, x86
+    from .target import Arch
+
+    info = resolve_target(target)
+    if info.arch == Arch.X86_64:
+        x86.register()
+        return LayoutPlan(x86.VNNI_CONV if info.has_vnni else x86.VECTOR_CONV, x86.VECTOR_CONV, x86.DEPTHWISE)
+    if info.arch == Arch.AARCH64:
+        arm.register()
+        riscv.register()  # the vectorized fallback is target neutral
+        conv = arm.SDOT_CONV if info.has_dotprod else arm.NEON_CONV
+        return LayoutPlan(conv, riscv.RVV_CONV, arm.DEPTHWISE)
+    riscv.register()
+    return LayoutPlan(riscv.RVV_CONV, riscv.RVV_CONV, riscv.DEPTHWISE)
 
 
 def compile_for(mod: tvm.IRModule, info: TargetInfo, tuning: Any = None, *, layout: bool = True):
