@@ -19,7 +19,7 @@ lookup table (LUT)
     A single-input element-wise subgraph (sigmoid, SiLU as ``x * sigmoid(x)``, hardswish in any of
     its decomposed forms, hard-sigmoid, tanh, LeakyReLU, PReLU, GELU, ...): matched as a whole in the
     float graph, its intermediates are never quantized, its output is one quantization point, and it
-    is realized as one 256-entry table (see :mod:`tvm_arq.passes.elementwise`).
+    is realized as one 256-entry table (see :mod:`tvm_arq.ops.elementwise`).
 mul
     Element-wise product of two quantized tensors (squeeze-excitation), integer requantization.
 softmax

@@ -32,7 +32,6 @@ from tvm import relax
 from ..layoutspec import LayoutPlan
 from ..ops import REGISTRY
 from ..ops.common import TO_NCHW, TO_NHWC
-from ..ops.conv_nhwc import pack_conv_weight
 from ..ops.irutil import bindings_of, tensor_shape, uses
 from ..ops.registry import Agnostic, emit_kernel
 
@@ -194,4 +193,4 @@ class ConvertLayout:
         return convert_layout(mod, self.plan)
 
 
-__all__ = ["ConvertLayout", "LayoutContext", "LayoutPlan", "convert_layout", "pack_conv_weight"]
+__all__ = ["ConvertLayout", "LayoutContext", "LayoutPlan", "convert_layout"]
