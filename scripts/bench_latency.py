@@ -367,7 +367,7 @@ def bench_model(name: str, args: argparse.Namespace, info: Any) -> list[dict[str
         outputs[key] = _first(f(x_tvm))
         runners[key] = (lambda f=f: f(x_tvm))
     if args.check and "tvm_int8_hybrid" in mods:
-        from tvm_arq.reference import ReferenceInterpreter
+        from tvm_arq.ops.reference import ReferenceInterpreter
 
         want = _first_np(ReferenceInterpreter(mods["tvm_int8_hybrid"]).run(w.sample))
         exact = bool(np.array_equal(outputs["tvm_int8_hybrid"], want))

@@ -45,12 +45,10 @@ def _bench():
 
 
 def _convert_layout(mod, target):
-    for name in ("tvm_arq.passes.layout",):
-        try:
-            return importlib.import_module(name).convert_layout(mod, target)
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError("convert_layout not found")
+    from tvm_arq.backends import get_backend
+    from tvm_arq.passes.layout import convert_layout
+
+    return convert_layout(mod, get_backend(target).layout_plan())
 
 
 def _workloads(names: list[str]):
@@ -90,8 +88,8 @@ def _flat(res) -> list[np.ndarray]:
 
 def _int_tensors(mod, x: np.ndarray) -> list[str]:
     """Digests of every integer tensor the reference interpreter computes (sorted multiset)."""
-    from tvm_arq.passes.graph import bindings_of
-    from tvm_arq.reference import ReferenceInterpreter
+    from tvm_arq.ops.irutil import bindings_of
+    from tvm_arq.ops.reference import ReferenceInterpreter
 
     interp = ReferenceInterpreter(mod)
     env: dict[str, object] = {}

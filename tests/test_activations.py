@@ -22,13 +22,13 @@ from tvm.relax import op as R
 
 from tests.graphs import hard_sigmoid, hardswish_decomposed
 from tvm_arq.config import QuantConfig, RangeKind, Scheme
+from tvm_arq.ops.elementwise import grow_region, lut_table, saturation_interval
+from tvm_arq.ops.reference import ReferenceInterpreter
+from tvm_arq.ops.resize import resize_linear_table, resize_source_index
 from tvm_arq.passes import AnnotateQuantization, RealizeInteger, plan_quantization
 from tvm_arq.passes.analysis import Role
-from tvm_arq.passes.elementwise import grow_region, lut_table, saturation_interval
-from tvm_arq.passes.realize import resize_linear_table, resize_source_index
 from tvm_arq.qmath import choose_qparams
 from tvm_arq.quantize import QuantizationResult, calibrate, compile_host, quantize_module, select_qparams
-from tvm_arq.reference import ReferenceInterpreter
 
 RNG = np.random.default_rng(0)
 SHAPE = (1, 4, 6, 6)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from tests.graphs import OPS, Spec, build_graph, calibration_set
 from tvm_arq.config import QuantConfig, Scheme
+from tvm_arq.ops.reference import ReferenceInterpreter
 from tvm_arq.quantize import compile_host, quantize_module
-from tvm_arq.reference import ReferenceInterpreter
 
 specs = st.builds(
     Spec,

@@ -20,13 +20,22 @@ import tvm
 from tvm import relax
 
 from tests.graphs import Spec, build_graph, calibration_set
-from tvm_arq.backends import ApplyDefaultSchedules, apply_default_schedule
+from tvm_arq.backends import ApplyDefaultSchedules, apply_default_schedule, get_backend
 from tvm_arq.config import QuantConfig, Scheme
-from tvm_arq.passes.layout import convert_layout
+from tvm_arq.passes.layout import convert_layout as _convert_layout
 from tvm_arq.quantize import quantize_module
 from tvm_arq.target import resolve_target
 
 CONV_KERNELS = ("qconv2d_nhwc_packed",)
+
+
+def layout_plan(target):
+    """The target backend's kernels (registers its schedule rules)."""
+    return get_backend(target).layout_plan()
+
+
+def convert_layout(mod, target):
+    return _convert_layout(mod, layout_plan(target))
 HOST = resolve_target("host")
 
 
@@ -133,7 +142,7 @@ def test_pools_and_every_window_op_compile_for_cross_targets(target: str) -> Non
 @pytest.mark.skipif(not (HOST.has_vnni and HOST.is_host), reason="needs an AVX-512 VNNI host")
 def test_tuned_conv_template_keeps_vpdpbusd_and_is_exact(graphs: dict[str, tvm.IRModule], tmp_path: Path) -> None:
     """MetaSchedule searches the template's tile sizes only: every tuned conv kernel is tensorized."""
-    from tvm_arq.reference import ReferenceInterpreter
+    from tvm_arq.ops.reference import ReferenceInterpreter
     from tvm_arq.tune import TuneConfig, compile_tuned, tune
 
     int_mod = graphs["uint8"]

@@ -23,17 +23,18 @@ from tvm.script import tirx as T
 from tests.test_realize_structural import arq, normalize, stub_quantize
 
 # -- adapter: the only lines that touch the project API ---------------------------------------------
-from tvm_arq.passes.layout import convert_layout, layout_plan
+from tvm_arq.backends import get_backend
+from tvm_arq.passes.layout import convert_layout
 
 
 def to_layout(mod: tvm.IRModule, target_name: str) -> tvm.IRModule:
     """Run the layout conversion for a target preset."""
-    return convert_layout(mod, target_name)
+    return convert_layout(mod, plan_of(target_name))
 
 
 def plan_of(target_name: str):
     """The target's :class:`~tvm_arq.layoutspec.LayoutPlan` (its kernel configurations)."""
-    return layout_plan(target_name)
+    return get_backend(target_name).layout_plan()
 
 
 # -- helpers ----------------------------------------------------------------------------------------

@@ -24,21 +24,31 @@ from hypothesis import strategies as st
 from tvm import relax
 
 from tests.graphs import OPS, Spec, build_graph, calibration_set
-from tvm_arq import reference as ref
 from tvm_arq.backends import ApplyDefaultSchedules, ConvTile, default_conv_tile, get_backend
 from tvm_arq.backends import x86_64 as x86
 from tvm_arq.config import QuantConfig, Scheme
-from tvm_arq.kernels import reference_layouts as twins
-from tvm_arq.passes.layout import (
-    _Converter,
-    convert_layout,
-    emit_layout_kernel,
-    layout_plan,
-    pack_conv_weight,
-)
+from tvm_arq.ops import REGISTRY, emit_kernel
+from tvm_arq.ops.conv_nhwc import pack_conv_weight, unpack_conv_weight
+from tvm_arq.ops.reference import ReferenceInterpreter
+from tvm_arq.passes.layout import LayoutContext
+from tvm_arq.passes.layout import convert_layout as _convert_layout
 from tvm_arq.quantize import compile_host, quantize_module
-from tvm_arq.reference import ReferenceInterpreter
 from tvm_arq.target import resolve_target
+
+
+def layout_plan(target):
+    """The target backend's kernels (registers its schedule rules)."""
+    return get_backend(target).layout_plan()
+
+
+def convert_layout(mod, target):
+    return _convert_layout(mod, layout_plan(target))
+
+
+def twin_of(name: str):
+    """The numpy twin of kernel ``name``."""
+    return REGISTRY.kernel(name).reference
+
 
 HOST = resolve_target("host")
 needs_vnni = pytest.mark.skipif(not (HOST.has_vnni and HOST.is_host), reason="needs an AVX-512 VNNI host")
@@ -50,7 +60,7 @@ def _kernel_module(name: str, inputs: list[np.ndarray], consts: list[np.ndarray]
     with bb.function("main", xs):
         with bb.dataflow():
             tensors = [*xs, *(relax.const(c, str(c.dtype)) for c in consts)]
-            out = bb.emit_output(emit_layout_kernel(bb, name, tensors, params, opaque=True))
+            out = bb.emit_output(emit_kernel(bb, name, tensors, params, opaque=True))
         bb.emit_func_output(out)
     return bb.get()
 
@@ -79,7 +89,7 @@ def test_pack_unpack_roundtrip(o: int, c: int, k: int, lanes: int, kg: int) -> N
     w = np.random.default_rng(0).integers(-127, 128, (o, c, k, k)).astype(np.int8)
     p = pack_conv_weight(w, lanes, kg)
     assert p.shape == (-(-o // lanes), k, k, -(-c // kg), lanes, kg)
-    np.testing.assert_array_equal(twins.unpack_conv_weight(p, o, c), w.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(unpack_conv_weight(p, o, c), w.transpose(0, 2, 3, 1))
     assert int(np.abs(p).sum()) == int(np.abs(w.astype(np.int64)).sum())  # padding is zero
 
 
@@ -127,14 +137,14 @@ def test_packed_conv_kernel_matches_twins(case: dict) -> None:
         consts.append(rng.integers(-128, 128, (rows, 256)).astype(np.int8))
         params.update(lut_axis=3 if rows > 1 else -1, lut_qmin=lo, out_dtype="int8")
     got = _run_host(_kernel_module("qconv2d_nhwc_packed", [x], consts, params), [x])
-    twin = twins.qconv2d_nhwc_packed(x, *consts[:5], consts[5] if len(consts) > 5 else None, **params)
+    twin = twin_of("qconv2d_nhwc_packed")(x, *consts[:5], consts[5] if len(consts) > 5 else None, **params)
     np.testing.assert_array_equal(got, twin)
     # independent check: the generic NCHW twin on the original (unshifted) operands
-    gen = ref.qconv2d(x.transpose(0, 3, 1, 2), w, bias, m0, rs, strides=[s, s], padding=case["pads"],
+    gen = twin_of("qconv2d")(x.transpose(0, 3, 1, 2), w, bias, m0, rs, strides=[s, s], padding=case["pads"],
                       dilation=[d, d], groups=1, zp_x=zp_x, zp_y=zp_y, qlo=lo, qhi=hi, out_dtype=case["x_dtype"])
     gen = gen.transpose(0, 2, 3, 1)
     if case["lut"] != "none":
-        gen = ref.qlut(gen, consts[5], axis=3 if case["lut"] == "channel" else -1, qmin=lo)
+        gen = twin_of("qlut")(gen, consts[5], axis=3 if case["lut"] == "channel" else -1, qmin=lo)
     np.testing.assert_array_equal(twin, gen)
 
 
@@ -153,9 +163,9 @@ def test_depthwise_kernel_matches_twins(c: int, size: int, k: int, stride: int, 
               "schedule": x86.DEPTHWISE.rule}
     consts = [np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)), bias, m0, rs, qp]
     got = _run_host(_kernel_module("qdwconv2d_nhwc", [x], consts, params), [x])
-    twin = twins.qdwconv2d_nhwc(x, *consts, **params)
+    twin = twin_of("qdwconv2d_nhwc")(x, *consts, **params)
     np.testing.assert_array_equal(got, twin)
-    gen = ref.qconv2d(x.transpose(0, 3, 1, 2), w, bias, m0, rs, strides=[stride, stride], padding=pads,
+    gen = twin_of("qconv2d")(x.transpose(0, 3, 1, 2), w, bias, m0, rs, strides=[stride, stride], padding=pads,
                       dilation=[1, 1], groups=c, zp_x=zp_x, zp_y=zp_y, qlo=3, qhi=250, out_dtype="uint8")
     np.testing.assert_array_equal(twin, gen.transpose(0, 2, 3, 1))
 
@@ -267,7 +277,7 @@ def test_layout_transforms_are_hoisted_and_luts_fused() -> None:
     mod = build_graph(spec)
     cal = calibration_set(mod, 3, seed=1)
     res = quantize_module(mod, cal, QuantConfig(scheme=Scheme.HYBRID), "uint8", progress=False)
-    conv = _Converter(res.int_mod, layout_plan("host"))
+    conv = LayoutContext(res.int_mod, layout_plan("host"))
     lm = conv.run()
     assert "relax.permute_dims" not in _ops(lm), conv.stats
     kernels = _kernels(lm)

@@ -12,7 +12,8 @@ from tvm import relax
 from tvm.relax import op as R
 
 from tvm_arq.config import RangeKind
-from tvm_arq.kernels import generic as K
+from tvm_arq.ops import conv
+from tvm_arq.ops import qdq as K
 from tvm_arq.passes import AnnotateQuantization, InsertCalibration, RealizeInteger, plan_quantization
 from tvm_arq.qmath import choose_qparams, quantize_multiplier, quantize_weights_per_channel
 
@@ -128,7 +129,7 @@ def test_realize_integer_folds_zero_point_into_bias():
         with bb.dataflow():
             q = bb.emit_te(K.quantize, x, primfunc_name_hint="arq_quantize", primfunc_attrs=attrs("quantize", qparams),
                            **qparams)
-            y = bb.emit_te(K.qconv2d_nchw, q, relax.const(qw, "int8"), relax.const(b_fold, "int32"),
+            y = bb.emit_te(conv.qconv2d_nchw, q, relax.const(qw, "int8"), relax.const(b_fold, "int32"),
                            relax.const(m0, "int32"), relax.const(rs, "int32"), primfunc_name_hint="arq_qconv2d",
                            primfunc_attrs=attrs("qconv2d", conv_params), **conv_params)
             d = bb.emit_te(K.dequantize, y, primfunc_name_hint="arq_dequantize",

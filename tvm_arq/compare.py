@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .build import build
 from .config import Scheme
 from .target import resolve_target
 
@@ -171,8 +172,6 @@ def compare_schemes(
     ValueError
         If ``labels`` and ``data`` differ in length, or there is no sample.
     """
-    import tvm_arq
-
     data = list(calibration if data is None else data)
     if not data:
         raise ValueError("no evaluation samples")
@@ -198,7 +197,7 @@ def compare_schemes(
             cfg = dataclasses.replace(tuning, work_dir=tuning.work_dir / name)
         t0 = time.perf_counter()
         logger.info("building %s", name)
-        model = tvm_arq.build(mod, params, info, calibration=None if scheme == "float" else calibration,
+        model = build(mod, params, info, calibration=None if scheme == "float" else calibration,
                               scheme=scheme, calibrator=calibrator, tuning=cfg, progress=progress)
         build_s = time.perf_counter() - t0
         preds = top1(model, data, progress=progress, desc=f"evaluating {name}")

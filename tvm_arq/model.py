@@ -112,7 +112,7 @@ class QuantizedModel:
 
     def reference(self, *inputs: np.ndarray):
         """Run the numpy integer reference interpreter on the integer module."""
-        from .reference import ReferenceInterpreter
+        from .ops.reference import ReferenceInterpreter
 
         return ReferenceInterpreter(self.ir).run(*inputs)
 

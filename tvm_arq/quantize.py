@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from tvm import relax
 
 from .config import QuantConfig, RangeKind, Scheme
+from .ops.elementwise import saturation_interval
+from .ops.irutil import bindings_of, tensor_shape
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization
-from .passes.elementwise import saturation_interval
-from .passes.graph import bindings_of, tensor_shape
 from .qmath import QParams, choose_qparams
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
 
     In the hybrid scheme a tensor read only by lookup-table activations is first limited to the part
     of its observed range where those tables still move
-    (:func:`~tvm_arq.passes.elementwise.saturation_interval`: a hard-sigmoid input is flat beyond
+    (:func:`~tvm_arq.ops.elementwise.saturation_interval`: a hard-sigmoid input is flat beyond
     +-2.5, a SiLU input below about -7); the kind is chosen on that interval and the calibrated range
     is clipped to it.
 

@@ -17,10 +17,9 @@ import tvm_arq
 from tests.graphs import OPS, Spec, build_graph, calibration_set
 from tests.robustness._models import assert_bitexact, build, cancelling_add_module, conv_module, dense_module
 from tests.robustness._tally import tried
-from tvm_arq import reference
 from tvm_arq.config import QuantConfig, RangeKind
-from tvm_arq.kernels import KERNELS
-from tvm_arq.passes.realize import ACC64_MAX, INT32_MAX, accumulator_bounds, fit_int32
+from tvm_arq.ops import REGISTRY
+from tvm_arq.ops.conv import ACC64_MAX, INT32_MAX, accumulator_bounds, fit_int32
 from tvm_arq.qmath import (
     MAX_RESCALE_MULT,
     MAX_SCALE,
@@ -208,7 +207,7 @@ def qdense_kernel():
     b = te.placeholder((n,), "int32", name="b")
     m0 = te.placeholder((n,), "int32", name="m0")
     rs = te.placeholder((n,), "int32", name="rs")
-    out = KERNELS["qdense"](x, w, b, m0, rs, zp_y=0, qlo=-(2**31), qhi=2**31 - 1, out_dtype="int32")
+    out = REGISTRY.kernel("qdense").compute(x, w, b, m0, rs, zp_y=0, qlo=-(2**31), qhi=2**31 - 1, out_dtype="int32")
     lib = tvm.compile(te.create_prim_func([x, w, b, m0, rs, out]), target="llvm")
     return n, lib
 
@@ -264,9 +263,9 @@ def test_qadd_and_qconcat_rescaling_match_exact_rational(s_in, s_y, seed, dtype)
     zps = [int(z) for z in rng.integers(lo, hi + 1, len(s_in))]
     z_y = int(rng.integers(lo, hi + 1))
     qs = [rng.integers(lo, hi + 1, 16).astype(dtype) for _ in s_in]
-    y_add = reference.qadd(qs, out_shape=[16], zps=zps, mults=mults, shift=shift, zp_y=z_y, qlo=lo, qhi=hi,
+    y_add = REGISTRY.kernel("qadd").reference(qs, out_shape=[16], zps=zps, mults=mults, shift=shift, zp_y=z_y, qlo=lo, qhi=hi,
                            out_dtype="int64")
-    y_cat = reference.qconcat(qs, axis=0, zps=zps, mults=mults, shift=shift, zp_y=z_y, qlo=lo, qhi=hi,
+    y_cat = REGISTRY.kernel("qconcat").reference(qs, axis=0, zps=zps, mults=mults, shift=shift, zp_y=z_y, qlo=lo, qhi=hi,
                               out_dtype="int64")
     reps = [abs(Fraction(r) - Fraction(m, 2**shift)) for r, m in zip(ratios, mults, strict=True)]
     assert all(rep <= Fraction(1, 2 ** (shift + 1)) for rep in reps)

@@ -1,6 +1,6 @@
 """Schedule templates of the NHWC integer kernels: tensorized register tiles with tunable sizes.
 
-Every heavy kernel of :mod:`tvm_arq.kernels.nhwc` carries a block annotation
+Every heavy kernel of :mod:`tvm_arq.ops.conv_nhwc` carries a block annotation
 ``schedule_rule = <rule name>``. One template per kernel family serves twice:
 
 - as a **MetaSchedule custom rule**: ``ApplyCustomRule`` (the first of MetaSchedule's default CPU
@@ -27,8 +27,8 @@ import tvm
 import tvm_ffi
 from tvm import s_tir, tirx
 
-from ..kernels.nhwc import SCHEDULE_RULE
 from ..layoutspec import OPAQUE, DepthwiseTarget, PackedConvTarget
+from ..ops.common import SCHEDULE_RULE
 
 logger = logging.getLogger(__name__)
 

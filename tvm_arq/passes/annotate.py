@@ -21,9 +21,9 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
+from ..ops.irutil import Rebuilder
 from ..qmath import QParams, quantize_weights_per_channel
 from .analysis import QuantPlan, Role
-from .graph import Rebuilder
 
 
 def qdq(bb: relax.BlockBuilder, x: relax.Expr, qp: QParams, name: str) -> relax.Var:

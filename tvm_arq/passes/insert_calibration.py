@@ -9,8 +9,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from ..ops.irutil import Rebuilder
 from .analysis import plan_quantization
-from .graph import Rebuilder
 
 
 @tvm.transform.module_pass(opt_level=0, name="tvm_arq.InsertCalibration")

@@ -18,9 +18,9 @@ import numpy as np
 import tvm
 from tqdm.auto import tqdm
 
+from ..ops.irutil import bindings_of, tensor_shape
 from ..passes import InsertCalibration
 from ..passes.analysis import Role
-from ..passes.graph import bindings_of, tensor_shape
 from ..quantize import compile_host, input_specs, normalize_sample
 from .records import FallbackOp, OutputReport, QuantReport, TensorReport
 from .stats import PointStats, SqnrAccumulator

@@ -25,8 +25,9 @@ import numpy as np
 import tvm
 import tvm.ir.prim.expr
 from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
 
-from .graph import tensor_shape
+from .irutil import tensor_shape
 
 _IMM = (tvm.ir.prim.expr.FloatImm, tvm.ir.prim.expr.IntImm)
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -349,3 +350,59 @@ def saturation_interval(regions: list[Region], lo: float, hi: float, levels: int
     if x_lo > x_hi:  # every table constant: keep the range
         return lo, hi
     return float(x_lo), float(x_hi)
+
+
+# -- named activations -----------------------------------------------------------------------------
+# Regions are found structurally (above); these patterns only *name* them (plan, kernel attributes,
+# report). ``x`` is the region's input (any expression), so the same patterns name a region in the float
+# graph and in the annotated graph.
+
+
+def _c():
+    return is_const()
+
+
+def _comm(op: str, a, b):
+    return is_op(op)(a, b) | is_op(op)(b, a)
+
+
+def _clip(e):
+    return is_op("relax.clip")(e, wildcard(), wildcard())
+
+
+def activation_patterns(x) -> list[tuple[str, object]]:
+    """``(name, pattern)`` of the activations the ONNX importer decomposes, most specific first."""
+    sig = is_op("relax.sigmoid")(x)
+    relu6_shift = _clip(_comm("relax.add", x, _c()))                       # clip(x + 3, 0, 6)
+    hsig_affine = _clip(_comm("relax.add", _comm("relax.multiply", x, _c()), _c()))  # clip(a*x + b, 0, 1)
+    hsig_div = is_op("relax.divide")(relu6_shift, _c()) | _comm("relax.multiply", relu6_shift, _c())  # relu6(x+3)/6
+    return [
+        ("silu", _comm("relax.multiply", x, sig) | is_op("relax.nn.silu")(x)),
+        ("hardswish", is_op("relax.divide")(_comm("relax.multiply", x, relu6_shift), _c())),
+        ("hardswish", _comm("relax.multiply", x, hsig_div | hsig_affine)),
+        ("hardswish", _comm("relax.multiply", _comm("relax.multiply", x, relu6_shift), _c())),
+        ("hard_sigmoid", hsig_affine | hsig_div),
+        ("sigmoid", sig),
+        ("tanh", is_op("relax.tanh")(x)),
+        ("leaky_relu", is_op("relax.nn.leakyrelu")(x)),
+        ("prelu", is_op("relax.nn.prelu")(x, _c())),
+        ("gelu", is_op("relax.nn.gelu")(x) | is_op("relax.nn.gelu_tanh")(x)),
+        ("mish", _comm("relax.multiply", x, is_op("relax.tanh")(is_op("relax.nn.softplus")(x)))),
+    ]
+
+
+ACTIVATIONS = activation_patterns(wildcard())
+
+
+def activation_name(expr, var2val) -> str | None:
+    """Name of the activation computed by ``expr`` (the region's output value), if recognized."""
+    for name, pat in ACTIVATIONS:
+        if pat.match(expr, var2val):
+            return name
+    return None
+
+
+def region_name(region: Region, var2val: dict) -> str:
+    """Name of the activation a region computes (``silu``, ``hardswish``, ...), else its ops joined by ``+``."""
+    return activation_name(var2val[region.tail], var2val) or "+".join(
+        o.removeprefix("relax.").removeprefix("nn.") for o in region.ops)
