@@ -15,6 +15,7 @@ first differences and exiting 1 if anything differs.
 
     python scripts/check_behaviour.py --record
     python scripts/check_behaviour.py --check
+    python scripts/check_behaviour.py --record --no-compile --models efficientnet yolox   # no TVM compile
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def _bench():
 
 
 def _convert_layout(mod, target):
-    from tvm_arq.backends import get_backend
     from tvm_arq.passes.layout import convert_layout
 
+    try:
+        from tvm_arq.backends import get_backend
+    except ImportError:  # before the architecture refactor: convert_layout took the target
+        return convert_layout(mod, target)
     return convert_layout(mod, get_backend(target).layout_plan())
 
 
@@ -88,8 +92,12 @@ def _flat(res) -> list[np.ndarray]:
 
 def _int_tensors(mod, x: np.ndarray) -> list[str]:
     """Digests of every integer tensor the reference interpreter computes (sorted multiset)."""
-    from tvm_arq.ops.irutil import bindings_of
-    from tvm_arq.ops.reference import ReferenceInterpreter
+    try:
+        from tvm_arq.ops.irutil import bindings_of
+        from tvm_arq.ops.reference import ReferenceInterpreter
+    except ImportError:  # before the architecture refactor
+        from tvm_arq.passes.graph import bindings_of
+        from tvm_arq.reference import ReferenceInterpreter
 
     interp = ReferenceInterpreter(mod)
     env: dict[str, object] = {}
@@ -104,7 +112,27 @@ def _int_tensors(mod, x: np.ndarray) -> list[str]:
     return sorted(digests)
 
 
-def measure(names: list[str]) -> dict:
+class _Uncompiled:
+    """What the check needs of a model, from the target-independent pipeline only (no TVM compilation)."""
+
+    def __init__(self, mod, params, calib, config):
+        import tvm_arq
+        from tvm_arq.build import prepare
+        from tvm_arq.quantize import quantize_module
+
+        res = quantize_module(prepare(mod, params), calib, config, tvm_arq.resolve_target("host").act_dtype,
+                              progress=False)
+        self.ir, self.qparams, self.fallbacks = res.int_mod, res.qparams, res.plan.fallbacks
+
+    def reference(self, x):
+        try:
+            from tvm_arq.ops.reference import ReferenceInterpreter
+        except ImportError:
+            from tvm_arq.reference import ReferenceInterpreter
+        return ReferenceInterpreter(self.ir).run(x)
+
+
+def measure(names: list[str], compile_programs: bool = True) -> dict:
     import tvm_arq
 
     res = {}
@@ -115,11 +143,15 @@ def measure(names: list[str]) -> dict:
             cfg = {"scheme": scheme, "calibrator": "minmax"}
             if "calibration_checks" in tvm_arq.QuantConfig.__dataclass_fields__:
                 cfg["calibration_checks"] = False  # data-sanity rules added after the baseline: not a refactor
-            m = tvm_arq.build(mod, params, "host", calibration=calib, config=tvm_arq.QuantConfig(**cfg),
-                              progress=False)
-            rec: dict = {"run": [], "reference": [], "tensors": {}}
+            if compile_programs:
+                m = tvm_arq.build(mod, params, "host", calibration=calib, config=tvm_arq.QuantConfig(**cfg),
+                                  progress=False)
+            else:
+                m = _Uncompiled(mod, params, calib, tvm_arq.QuantConfig(**cfg))
+            rec: dict = {"run": [], "reference": [], "tensors": {}, "compiled": compile_programs}
             for x in inputs:
-                rec["run"].append([_digest(o) for o in _flat(m.run(x))])
+                if compile_programs:
+                    rec["run"].append([_digest(o) for o in _flat(m.run(x))])
                 rec["reference"].append([_digest(o) for o in _flat(m.reference(x))])
             x0 = inputs[0]
             rec["tensors"]["ir"] = _int_tensors(m.ir, x0)
@@ -141,7 +173,11 @@ def compare(old: dict, new: dict) -> list[str]:
             diffs.append(f"{key}: present only in {'new' if key in new else 'baseline'}")
             continue
         a, b = old[key], new[key]
-        for field in ("run", "reference", "qparams", "fallbacks"):
+        if a.get("compiled", True) and not b.get("compiled", True):
+            diffs.append(f"{key}: baseline compiled the program, this run did not (drop --no-compile)")
+        fields = ("run", "reference", "qparams", "fallbacks") if b.get("compiled", True) else \
+            ("reference", "qparams", "fallbacks")
+        for field in fields:
             if a[field] != b[field]:
                 diffs.append(f"{key}: {field} differs")
         for t in sorted(set(a["tensors"]) | set(b["tensors"])):
@@ -159,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--check", action="store_true")
     ap.add_argument("--models", nargs="+", default=["mnist", "ppocr_cls", "efficientnet", "yolox"])
     ap.add_argument("--baseline", type=Path, default=ROOT / "results" / "behaviour_baseline.json")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip TVM compilation (large models on a slow host): integer tensors of the reference "
+                         "interpreter on the IR and the layout-converted modules, qparams; no run() outputs")
     args = ap.parse_args(argv)
-    new = measure(args.models)
+    new = measure(args.models, compile_programs=not args.no_compile)
     if args.record:
-        args.baseline.write_text(json.dumps(new, indent=0, sort_keys=True))
+        old = json.loads(args.baseline.read_text()) if args.baseline.exists() else {}
+        args.baseline.write_text(json.dumps({**old, **new}, indent=0, sort_keys=True))
         print(f"recorded {len(new)} builds -> {args.baseline}")
         return 0
     old = json.loads(args.baseline.read_text())
