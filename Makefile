@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   -- quantize the bundled default model with real data and print the fp32/symmetric/hybrid table
-#   make test   -- run the whole test suite (what CI runs)
+#   make test   -- lint (ruff, import-linter layer contract) and the whole test suite (what CI runs)
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -38,7 +38,7 @@ demo: setup assets
 boards: setup
 	bash scripts/setup_boards.sh $(VPY) $$(nproc)
 
-test: setup assets boards
+test: setup assets boards lint
 	$(VPY) -m pytest -q --durations=25 tests
 
 lint: setup
