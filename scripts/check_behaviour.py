@@ -213,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(diffs[:50]))
         print(f"DIFFERENT: {len(diffs)} differences over {len(new)} builds")
         return 1
-    print(f"identical: {len(new)} builds, {n_t} integer tensors, outputs of run() and reference() on "
-          f"{sum(len(r['run']) for r in new.values())} inputs")
+    n_run = sum(len(r["run"]) for r in new.values())
+    n_ref = sum(len(r["reference"]) for r in new.values())
+    print(f"identical: {len(new)} builds, {n_t} integer tensors (IR + 3 target layouts), outputs of reference() "
+          f"on {n_ref} inputs" + (f" and of the compiled host program on {n_run} inputs" if n_run else
+                                  " (not compiled: --no-compile)"))
     return 0
 
 
