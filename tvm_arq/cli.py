@@ -26,7 +26,7 @@ def _import(args: argparse.Namespace):
 
     path = Path(args.model).expanduser()
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not an ONNX file (give the .onnx file in it)")
+        raise FileNotFoundError(f"{path} is a directory, not an ONNX file (give the .onnx file in it)")
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     return tvm_arq.from_onnx(path, shape=_parse_shape(args.shape))

@@ -74,7 +74,7 @@ def test_cli_export_error_shows_the_linkers_cause() -> None:
 
 
 def test_directory_as_model(tmp_path, capsys) -> None:
-    with pytest.raises(IsADirectoryError, match="is a directory, not an ONNX file"):
+    with pytest.raises(FileNotFoundError, match="is a directory, not an ONNX file"):
         tvm_arq.from_onnx(tmp_path)
     code, err, _ = _cli(capsys, "build", str(tmp_path), "--calibration", "x.npy", "-o", str(tmp_path / "m.so"))
     assert code == 1 and "is a directory, not an ONNX file" in err

@@ -64,7 +64,7 @@ def load_onnx(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     elif isinstance(model, str | os.PathLike):
         path = pathlib.Path(model)
         if path.is_dir():
-            raise IsADirectoryError(f"{name} is a directory, not an ONNX file (give the .onnx file in it)")
+            raise FileNotFoundError(f"{name} is a directory, not an ONNX file (give the .onnx file in it)")
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model file {name} does not exist")
         if path.stat().st_size == 0:
