@@ -25,6 +25,8 @@ def _import(args: argparse.Namespace):
     import tvm_arq
 
     path = Path(args.model).expanduser()
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory, not an ONNX file (give the .onnx file in it)")
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
     return tvm_arq.from_onnx(path, shape=_parse_shape(args.shape))
@@ -51,7 +53,26 @@ def _host_port(text: str, flag: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"{flag} must be HOST:PORT, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{flag} {text!r}: invalid port {int(port)} (1-65535)")
     return host, int(port)
+
+
+def _check_writable(output: str) -> None:
+    """Fail now, before calibration and compilation, if ``output`` cannot be written (with the OS's reason)."""
+    import tempfile
+
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory (give a file name, e.g. {path}/model.so)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the directory {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tvm_arq_write_test_"):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write {path}: {err.strerror or err} ({parent})") from err
 
 
 def _check_connection(args: argparse.Namespace) -> None:
@@ -69,6 +90,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     import tvm_arq
     from tvm_arq.deploy.export import meta_path, save_model
 
+    _check_writable(args.output)
+    if args.qparams:
+        _check_writable(args.qparams)
     mod, params = _import(args)
     cal = _calibration(args, mod) if args.scheme != "float" else None
     m = tvm_arq.build(mod, params, args.target, calibration=cal, scheme=args.scheme, calibrator=args.calibrator)
@@ -150,7 +174,9 @@ def _deployable(args: argparse.Namespace):
     path = Path(args.model).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    conn = {"rpc": args.rpc, "tracker": args.tracker, "key": args.key, "timeout": args.timeout}
+    # --timeout bounds every wait: the connection too (its default, 20 s, would outlast a shorter --timeout)
+    conn = {"rpc": args.rpc, "tracker": args.tracker, "key": args.key, "timeout": args.timeout,
+            "connect_timeout": min(20.0, args.timeout)}
     if path.suffix == ".onnx":
         if not args.target:
             raise ValueError("deploying an ONNX model needs --target (the board's CPU, e.g. aarch64)")
@@ -437,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     text = lines[0] if lines else type(err).__name__
+    if text.endswith(":") and len(lines) > 1 and not lines[1].startswith("Command line"):
+        # "Linking X failed:" -- the cause (the linker's first message) is on the next line
+        text = f"{text} {lines[1]}"
+        lines = lines[1:]
     if len(lines) > 1:
         text += " [...] (--verbose for details)"
     if not isinstance(err, OSError | ValueError | RuntimeError):

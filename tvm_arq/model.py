@@ -31,6 +31,17 @@ def _to_numpy(res) -> Any:
     return res.numpy() if hasattr(res, "numpy") else res
 
 
+def _check_finite(name: str, x: np.ndarray) -> None:
+    """Raise ``ValueError`` if the float array ``x`` holds NaN or Inf values."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    n_nan = int(np.isnan(x).sum())
+    n_inf = int(np.isinf(x).sum())
+    if n_nan or n_inf:
+        raise ValueError(f"input {name!r}: {n_nan} NaN and {n_inf} Inf value(s) of {x.size} "
+                         "(check_inputs=True refuses non-finite inputs)")
+
+
 @dataclass
 class QuantizedModel:
     """A quantized (or float) model compiled for a target.
@@ -51,6 +62,8 @@ class QuantizedModel:
         The resolved target.
     executable
         The compiled Relax executable for ``target``.
+    check_inputs
+        Default of ``run(..., check_inputs=...)``: refuse NaN/Inf inputs with a ``ValueError``.
     """
 
     ir: tvm.IRModule
@@ -62,6 +75,7 @@ class QuantizedModel:
     executable: Any
     float_ir: tvm.IRModule | None = None
     build_seconds: float = 0.0
+    check_inputs: bool = False
     _host_exec: Any = field(default=None, repr=False)
     _vms: threading.local = field(default_factory=threading.local, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -96,8 +110,19 @@ class QuantizedModel:
             vm = self._vms.vm = relax.VirtualMachine(self._host_exec, tvm.cpu())
         return vm
 
-    def run(self, *inputs: np.ndarray):
-        """Run on this machine; returns a numpy array (or a tuple for several outputs)."""
+    def run(self, *inputs: np.ndarray, check_inputs: bool | None = None):
+        """Run on this machine; returns a numpy array (or a tuple for several outputs).
+
+        Parameters
+        ----------
+        inputs
+            One array per model input.
+        check_inputs
+            Refuse float inputs holding NaN or Inf (``ValueError`` naming the input and the counts).
+            ``None``: the model's :attr:`check_inputs` attribute (``False`` unless set). Unchecked,
+            non-finite values have one defined meaning, the same in ``run()``, ``reference()`` and on
+            boards: NaN quantizes to the zero point, +Inf to the top and -Inf to the bottom of the range.
+        """
         specs = [(p.name, tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else -1 for d in p.ty.shape.values),
                   str(p.ty.dtype)) for p in self.ir["main"].params]
         if len(inputs) != len(specs):
@@ -105,6 +130,8 @@ class QuantizedModel:
         args = []
         for (name, shape, dtype), x in zip(specs, inputs, strict=True):
             x = np.asarray(x)
+            if (self.check_inputs if check_inputs is None else check_inputs):
+                _check_finite(name, x)
             if len(x.shape) != len(shape) or any(d not in (-1, e) for e, d in zip(x.shape, shape, strict=True)):
                 raise ValueError(f"input {name!r}: expected shape {shape} (-1: any), got {x.shape}")
             args.append(tvm.runtime.tensor(np.ascontiguousarray(x.astype(dtype, copy=False))))

@@ -15,6 +15,9 @@ CATEGORIES = {
     "test_numerics": "numerical limits",
     "test_faults": "faults",
     "test_concurrency": "concurrency",
+    "test_nonfinite": "non-finite inputs",
+    "test_errors": "errors naming causes",
+    "test_remote": "remote module (boards)",
 }
 
 _outcomes: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -596,6 +596,13 @@ def stop_board(name: str | None = None, *, timeout: float = 5.0) -> list[str]:
     return stopped
 
 
+def _port(text: str) -> int:
+    """argparse type of ``--port``: an integer in 1..65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text} (1-65535)")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tvm_arq.deploy.boards {setup,start,stop,list}``."""
     parser = argparse.ArgumentParser(prog="tvm-arq board", description="emulated dev boards (qemu-user)")
@@ -605,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=None, help="parallel compilers of a cross-built runtime (riscv64)")
     p = sub.add_parser("start", help="start an emulated board in the background")
     p.add_argument("--arch", required=True, choices=sorted(BOARDS))
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--port", type=_port, default=None)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--tracker", default=None, help="HOST:PORT of a TVM RPC tracker")
     p.add_argument("--key", default=None, help="tracker key of the board")

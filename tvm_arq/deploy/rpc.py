@@ -88,6 +88,8 @@ def _split(address: str, what: str) -> tuple[str, int]:
     host, sep, port = str(address).rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(f"{what} must be 'host:port', got {address!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"{what} {address!r}: invalid port {int(port)} (1-65535)")
     return host, int(port)
 
 
@@ -252,6 +254,8 @@ class RemoteModel:
     library_name: str
     _vm: Any = field(repr=False, default=None)
     _broken: str | None = field(repr=False, default=None)
+    # an RPC session is one connection with one request in flight: calls from several threads take turns
+    _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
 
     @property
     def device(self) -> Any:
@@ -264,13 +268,15 @@ class RemoteModel:
         return DeployError(self.board, None, cause)
 
     def _call(self, what: str, fn: Callable[[], T], timeout: float | None = None) -> T:
-        if self._broken is not None:
-            raise self._fail(f"the session is unusable after an earlier failure ({self._broken})")
-        try:
-            return _with_timeout(fn, timeout or self.timeout, lambda c: self._fail(f"{what}: {c}"))
-        except DeployError as err:
-            self._broken = err.cause
-            raise
+        """Run one remote call under the session lock (see :meth:`run` for the cost)."""
+        with self._lock:
+            if self._broken is not None:
+                raise self._fail(f"the session is unusable after an earlier failure ({self._broken})")
+            try:
+                return _with_timeout(fn, timeout or self.timeout, lambda c: self._fail(f"{what}: {c}"))
+            except DeployError as err:
+                self._broken = err.cause
+                raise
 
     def _inputs(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self.input_specs):
@@ -298,6 +304,13 @@ class RemoteModel:
 
     def run(self, *inputs: np.ndarray) -> Any:
         """Run the model on the board.
+
+        Safe to call from many threads: one RPC session carries one request at a time and the remote VM
+        keeps its inputs and outputs between ``set_input`` and ``get_outputs``, so each call (upload of the
+        inputs, the run, the copy back) holds a lock of this :class:`RemoteModel`. The cost: calls from
+        several threads are serialised -- no parallel speed-up on one board, and a thread waits for the
+        calls queued before it (the :attr:`timeout` counts from when its own call starts). For parallel
+        throughput, deploy to several boards (one :class:`RemoteModel` each).
 
         Returns
         -------
@@ -529,7 +542,17 @@ def _connect_and_load(
         ),
     )
 
-    # 3. upload, load, create the VM
+    # 3. the library's CPU architecture against the board's, before uploading
+    from .archcheck import check_before_upload
+
+    mismatch = check_before_upload(session, lib_path, target, lambda fn: _with_timeout(
+        fn, timeout, lambda c: board_fail(f"asking the board for its architecture: {c}")))
+    if mismatch is not None:
+        session = None  # noqa: F841 - close the connection now (a board serves one session at a time)
+        gc.collect()
+        raise board_fail(mismatch)
+
+    # 4. upload, load, create the VM
     def load() -> Any:
         session.upload(str(lib_path))
         return session.load_module(lib_name)

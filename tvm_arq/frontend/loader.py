@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from .graph import DEFAULT_DOMAINS
 
@@ -61,6 +63,8 @@ def load_onnx(model: ModelLike) -> tuple[onnx.ModelProto, str]:
             raise FrontendError(f"cannot parse {name} as an ONNX model ({err}); {hint}") from err
     elif isinstance(model, str | os.PathLike):
         path = pathlib.Path(model)
+        if path.is_dir():
+            raise FileNotFoundError(f"{name} is a directory, not an ONNX file (give the .onnx file in it)")
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model file {name} does not exist")
         if path.stat().st_size == 0:
@@ -101,6 +105,10 @@ def _structural_problem(model: onnx.ModelProto) -> str | None:
     known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     known |= {t.name for t in graph.sparse_initializer}
     known.add("")
+    for t in graph.initializer:
+        bad = _initializer_problem(t)
+        if bad is not None:
+            return f"initializer {t.name!r}: {bad}"
     for node in graph.node:
         for name in node.input:
             if name not in known:
@@ -109,4 +117,17 @@ def _structural_problem(model: onnx.ModelProto) -> str | None:
     for out in graph.output:
         if out.name not in known:
             return f"graph output {out.name!r} is never produced"
+    return None
+
+
+def _initializer_problem(t: onnx.TensorProto) -> str | None:
+    """Why the data of initializer ``t`` does not match its dims and type, or None."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None  # checked when the external data is read
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as err:  # noqa: BLE001 - numpy/onnx say what is wrong, we add the tensor's name
+        return f"its data does not match its shape {list(t.dims)} ({err})"
+    if list(arr.shape) != list(t.dims):
+        return f"holds {arr.size} value(s), its shape {list(t.dims)} needs {int(np.prod(t.dims))}"
     return None

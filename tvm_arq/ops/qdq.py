@@ -23,14 +23,36 @@ def emit_dequantize(bb: relax.BlockBuilder, q: relax.Expr, qin: Quant) -> relax.
     return emit_kernel(bb, "dequantize", [q], {"scale": qin.scale, "zp": qin.zp})
 
 
+def _quantize_value(xv, scale: float, zp: int, qlo: int, qhi: int, out_dtype: str):
+    """One quantized element: ``clip(round_half_even(x / scale) + zp)`` in float32, NaN -> ``zp``.
+
+    Non-finite inputs have ONE defined result, shared with the numpy twins (:func:`_quantize_np_values`):
+    ``+Inf`` -> ``qhi``, ``-Inf`` -> ``qlo`` (the float clip saturates them before the cast), ``NaN`` ->
+    the zero point. The clip happens in float BEFORE the float -> int cast (a cast of NaN or Inf is
+    undefined in LLVM) and NaN is selected explicitly (``min``/``max`` of NaN are not defined either).
+    For finite inputs the arithmetic is unchanged.
+    """
+    v = tirx.round(xv / tirx.const(scale, "float32")) + tirx.const(float(zp), "float32")
+    v = tirx.max(tirx.min(v, tirx.const(float(qhi), "float32")), tirx.const(float(qlo), "float32"))
+    v = tirx.Select(tirx.isnan(xv), tirx.const(float(zp), "float32"), v)
+    return v.astype(out_dtype)
+
+
+def _quantize_np_values(x, scale, zp, qlo, qhi, out_dtype):
+    """The numpy twin of :func:`_quantize_value` (same NaN/Inf semantics), in the input's layout."""
+    x = x.astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.clip(np.rint(x / np.float32(scale)) + np.float32(zp), qlo, qhi)
+    v = np.where(np.isnan(x), np.float32(zp), v)
+    return v.astype(out_dtype)
+
+
 @register_kernel("quantize")
 def quantize(x, *, scale: float, zp: int, qlo: int, qhi: int, out_dtype: str):
-    """``clip(round_half_even(x / scale) + zp)`` computed in float32."""
+    """``clip(round_half_even(x / scale) + zp)`` computed in float32 (NaN -> ``zp``, +-Inf saturate)."""
 
     def f(*i):
-        v = tirx.round(x(*i) / tirx.const(scale, "float32")) + tirx.const(float(zp), "float32")
-        v = tirx.max(tirx.min(v, tirx.const(float(qhi), "float32")), tirx.const(float(qlo), "float32"))
-        return v.astype(out_dtype)
+        return _quantize_value(x(*i), scale, zp, qlo, qhi, out_dtype)
 
     return te.compute(x.shape, f, name="quantize")
 
@@ -51,9 +73,7 @@ def quantize_to_nhwc(x, *, scale: float, zp: int, qlo: int, qhi: int, out_dtype:
     n, c, h, wd = x.shape
 
     def f(b, i, j, k):
-        v = tirx.round(x[b, k, i, j] / tirx.const(scale, "float32")) + tirx.const(float(zp), "float32")
-        v = tirx.max(tirx.min(v, tirx.const(float(qhi), "float32")), tirx.const(float(qlo), "float32"))
-        return v.astype(out_dtype)
+        return _quantize_value(x[b, k, i, j], scale, zp, qlo, qhi, out_dtype)
 
     return te.compute((n, h, wd, c), f, name="quantize")
 
@@ -72,8 +92,7 @@ def dequantize_to_nchw(q, *, scale: float, zp: int):
 
 @register_reference("quantize")
 def quantize_np(x, *, scale, zp, qlo, qhi, out_dtype):
-    v = np.rint(x.astype(np.float32) / np.float32(scale)) + np.float32(zp)
-    return np.clip(v, qlo, qhi).astype(out_dtype)
+    return _quantize_np_values(x, scale, zp, qlo, qhi, out_dtype)
 
 
 @register_reference("dequantize")
@@ -83,8 +102,7 @@ def dequantize_np(q, *, scale, zp):
 
 @register_reference("quantize_to_nhwc")
 def quantize_to_nhwc_np(x, *, scale, zp, qlo, qhi, out_dtype):
-    v = np.rint(x.astype(np.float32) / np.float32(scale)) + np.float32(zp)
-    return np.ascontiguousarray(np.clip(v, qlo, qhi).astype(out_dtype).transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(_quantize_np_values(x, scale, zp, qlo, qhi, out_dtype).transpose(0, 2, 3, 1))
 
 
 @register_reference("dequantize_to_nchw")
