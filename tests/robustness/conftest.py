@@ -15,6 +15,8 @@ CATEGORIES = {
     "test_numerics": "numerical limits",
     "test_faults": "faults",
     "test_concurrency": "concurrency",
+    "test_tuning_database": "tuning database",
+    "test_interrupts": "interrupts",
 }
 
 _outcomes: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
