@@ -146,7 +146,7 @@ def _repair_records(path: Path, workloads: Sequence[Any], void: set[int]) -> Non
 
 def _why(err: BaseException) -> str:
     if isinstance(err, json.JSONDecodeError):
-        return f"not JSON: {err.msg} at column {err.colno}"
+        return f"not JSON: {err.msg} (column {err.colno})"
     text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
     return text if isinstance(err, ValueError) else f"{type(err).__name__}: {text[:200]}"
 

@@ -339,7 +339,9 @@ def _one_writer_per_work_dir(fn: Any) -> Any:
         stop = StopRequest()
         with work_dir_lock(config.work_dir), stop_on_signals(stop):
             try:
-                return fn(mod, target, config, params, _stop=stop)
+                database = fn(mod, target, config, params, _stop=stop)
+                stop.check()  # a signal that arrived after the last check still stops the caller
+                return database
             except Exception as err:
                 if stop.signum is None:
                     raise
