@@ -493,8 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # tune: "interrupted: N records kept in DIR, rerun the same command to resume"
+        print(str(e) or "interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI reports errors without tracebacks unless --verbose
         if verbose:

@@ -18,6 +18,8 @@ CATEGORIES = {
     "test_nonfinite": "non-finite inputs",
     "test_errors": "errors naming causes",
     "test_remote": "remote module (boards)",
+    "test_tuning_database": "tuning database",
+    "test_interrupts": "interrupts",
 }
 
 _outcomes: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))

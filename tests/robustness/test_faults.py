@@ -142,31 +142,7 @@ def test_work_dir_lock_is_reentrant_within_a_thread_and_exclusive_across_threads
     tried(2)
 
 
-@pytest.mark.parametrize("damage", ["torn record", "torn workload", "record of a lost workload", "blank lines"])
-def test_open_database_repairs_what_a_kill_leaves(tmp_path: Path, damage: str) -> None:
-    from tvm_arq.tune import open_database
-
-    wl = tmp_path / "database_workload.json"
-    rec = tmp_path / "database_tuning_record.json"
-    good_wl = ['["1", "AAAA"]', '["2", "BBBB"]']
-    good_rec = ['[0, ["t"]]', '[1, ["t"]]']
-    wl_text, rec_text = "\n".join(good_wl) + "\n", "\n".join(good_rec) + "\n"
-    if damage == "torn record":
-        rec_text += '[1, ["t'
-    elif damage == "torn workload":
-        wl_text += '["3", "CC'
-    elif damage == "record of a lost workload":
-        rec_text += '[7, ["t"]]\n'
-    else:
-        rec_text = rec_text.replace("\n", "\n\n")
-    wl.write_text(wl_text)
-    rec.write_text(rec_text)
-    try:
-        open_database(tmp_path)
-    except Exception:  # noqa: BLE001 - our fake workloads are not real IRModules; only the repair matters
-        pass
-    assert [ln for ln in wl.read_text().splitlines() if ln] == good_wl
-    assert [ln for ln in rec.read_text().splitlines() if ln] == good_rec
+# (damaged database lines: tests/robustness/test_tuning_database.py)
 
 
 _TUNE = """

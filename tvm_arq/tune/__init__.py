@@ -23,11 +23,14 @@ Traps of TVM 0.27's MetaSchedule worked around here (see ``/work/shared/notes/tv
 - Worker processes unpickle our builder function by module name (``tvm_arq.tune.builder.fast_build``),
   so they must be able to import ``tvm_arq`` even when it is not installed; ``PYTHONPATH`` is extended
   while tuning (:func:`tvm_arq.tune.builder.worker_environment`).
+- A ``KeyboardInterrupt`` raised while MetaSchedule's C++ scheduler calls back into Python aborts the
+  process (``std::terminate``); SIGINT/SIGTERM only request a stop, taken between two measurement
+  rounds (:mod:`~tvm_arq.tune.interrupts`), and :func:`tune` raises :class:`TuningInterrupted`.
 - MetaSchedule always runs the full trial budget, even when ``work_dir`` already holds records; we
   count the records per task and only run what is missing, so an interrupted run resumes.
 
 Modules: :mod:`~tvm_arq.tune.config` (options), :mod:`~tvm_arq.tune.database` (JSON database, locking,
-repair), :mod:`~tvm_arq.tune.builder` (worker builder), :mod:`~tvm_arq.tune.runner` (local / RPC
+repair), :mod:`~tvm_arq.tune.interrupts` (clean stops), :mod:`~tvm_arq.tune.builder` (worker builder), :mod:`~tvm_arq.tune.runner` (local / RPC
 runners), :mod:`~tvm_arq.tune.search` (the search driver).
 """
 
@@ -35,7 +38,8 @@ from __future__ import annotations
 
 from .builder import export_tar, fast_build
 from .config import RPCSettings, RunnerKind, TuneConfig, TuneError
-from .database import open_database, tuned_record_counts, work_dir_lock
+from .database import count_records, open_database, tuned_record_counts, work_dir_lock
+from .interrupts import TuningInterrupted
 from .runner import direct_session
 from .search import compile_tuned, prepare_for_tuning, tune, tuning_target
 
@@ -44,7 +48,9 @@ __all__ = [
     "RunnerKind",
     "TuneConfig",
     "TuneError",
+    "TuningInterrupted",
     "compile_tuned",
+    "count_records",
     "direct_session",
     "export_tar",
     "fast_build",

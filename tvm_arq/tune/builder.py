@@ -23,6 +23,7 @@ from tvm.target import Target
 
 from ..target import TargetInfo
 from .config import RunnerKind, TuneConfig
+from .interrupts import ignore_sigint
 
 __all__ = ["export_tar", "fast_build", "make_builder", "worker_environment"]
 
@@ -92,5 +93,6 @@ def make_builder(config: TuneConfig, info: TargetInfo) -> ms.builder.Builder:
         timeout_sec=config.builder_timeout_sec,
         f_build=fast_build,
         f_export=f_export,
+        initializer=ignore_sigint,  # a Ctrl-C reaches the process group: the tuning process handles it
     )
 

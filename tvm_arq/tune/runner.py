@@ -16,6 +16,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..target import TargetInfo
 from .config import RPCSettings, RunnerKind, TuneConfig, TuneError
+from .interrupts import ignore_sigint
 
 __all__ = ["RPC_MAGIC", "check_runner", "direct_session", "make_runner", "probe_rpc_server", "recv_exact"]
 
@@ -127,7 +128,8 @@ def make_runner(config: TuneConfig, info: TargetInfo) -> ms.runner.Runner:
         enable_cpu_cache_flush=False,
     )
     if config.runner is RunnerKind.LOCAL:
-        return ms.runner.LocalRunner(timeout_sec=config.runner_timeout_sec, evaluator_config=evaluator)
+        return ms.runner.LocalRunner(timeout_sec=config.runner_timeout_sec, evaluator_config=evaluator,
+                                     initializer=ignore_sigint)
     assert config.rpc is not None
     _rpc_preflight(config.rpc)
     rpc_config = ms.runner.RPCConfig(
@@ -139,10 +141,12 @@ def make_runner(config: TuneConfig, info: TargetInfo) -> ms.runner.Runner:
     )
     if config.rpc.direct:
         return ms.runner.RPCRunner(
-            rpc_config=rpc_config, evaluator_config=evaluator, max_workers=1, f_create_session=direct_session
+            rpc_config=rpc_config, evaluator_config=evaluator, max_workers=1, f_create_session=direct_session,
+            initializer=ignore_sigint,
         )
     return ms.runner.RPCRunner(
-        rpc_config=rpc_config, evaluator_config=evaluator, max_workers=config.rpc.max_workers
+        rpc_config=rpc_config, evaluator_config=evaluator, max_workers=config.rpc.max_workers,
+        initializer=ignore_sigint,
     )
 
 

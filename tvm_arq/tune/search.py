@@ -39,7 +39,8 @@ from ..target import resolve_target
 from .builder import fast_build, worker_environment
 from .builder import make_builder as _make_builder
 from .config import RunnerKind, TuneConfig, TuneError, physical_cores
-from .database import as_database, open_database, tuned_record_counts, work_dir_lock
+from .database import as_database, count_records, open_database, tuned_record_counts, work_dir_lock
+from .interrupts import StopCheck, StopRequest, TuningInterrupted, _StopSearch, stop_on_signals
 from .runner import check_runner
 from .runner import make_runner as _make_runner
 
@@ -283,7 +284,11 @@ def _random_args(func: tvm.tirx.PrimFunc, dev: Any) -> list[Any]:
 
 
 def _seed_default_schedules(
-    planned: Sequence[_PlannedTask], database: ms.database.Database, target: Target, config: TuneConfig
+    planned: Sequence[_PlannedTask],
+    database: ms.database.Database,
+    target: Target,
+    config: TuneConfig,
+    stop: StopRequest,
 ) -> None:
     """Record the default schedule of every templated task that has no record yet (one trial each).
 
@@ -293,6 +298,7 @@ def _seed_default_schedules(
     """
     dev = tvm.cpu()
     for p in planned:
+        stop.check()
         if p.done or p.remaining <= 0:
             continue
         task_mod = p.context.mod
@@ -321,12 +327,32 @@ def _seed_default_schedules(
 
 
 def _one_writer_per_work_dir(fn: Any) -> Any:
-    """Run ``tune`` holding :func:`work_dir_lock` of ``config.work_dir``."""
+    """Run ``tune`` holding :func:`work_dir_lock` of ``config.work_dir``, stopping cleanly on SIGINT/SIGTERM.
+
+    A signal only requests a stop (:mod:`tvm_arq.tune.interrupts`); the search leaves at the next
+    check (between two measurement rounds) and :class:`TuningInterrupted` is raised with the number of
+    records the database keeps.
+    """
 
     @functools.wraps(fn)
     def locked(mod: IRModule, target: Any, config: TuneConfig, params: Mapping[str, Any] | None = None) -> Any:
-        with work_dir_lock(config.work_dir):
-            return fn(mod, target, config, params)
+        stop = StopRequest()
+        with work_dir_lock(config.work_dir), stop_on_signals(stop):
+            try:
+                database = fn(mod, target, config, params, _stop=stop)
+                stop.check()  # a signal that arrived after the last check still stops the caller
+                return database
+            except Exception as err:
+                if stop.signum is None:
+                    raise
+                if not isinstance(err, _StopSearch):
+                    logger.debug("tuning stopped by a signal with %s: %s", type(err).__name__, err)
+                work_dir = config.work_dir.resolve()
+                n = count_records(work_dir)
+                raise TuningInterrupted(
+                    f"interrupted: {n} records kept in {work_dir}, rerun the same command to resume",
+                    records=n, work_dir=str(work_dir), signum=stop.signum,
+                ) from None
 
     return locked
 
@@ -337,6 +363,8 @@ def tune(
     target: Any,
     config: TuneConfig,
     params: Mapping[str, Any] | None = None,
+    *,
+    _stop: StopRequest | None = None,
 ) -> ms.database.Database:
     """Tune every fused kernel of a Relax module with MetaSchedule.
 
@@ -366,7 +394,12 @@ def tune(
     ------
     TuneError
         If the module has nothing to tune, or the target cannot be measured with the chosen runner.
+    TuningInterrupted
+        On SIGINT or SIGTERM (a ``KeyboardInterrupt``): the search stops after the current
+        measurement round, worker processes are shut down, the records measured so far stay in the
+        database and a second call with the same ``work_dir`` resumes.
     """
+    stop = _stop or StopRequest()
     info = resolve_target(target)
     tgt = tuning_target(info, config.threads)
     work_dir = config.work_dir.resolve()
@@ -381,7 +414,8 @@ def tune(
     if not planned:
         raise TuneError("No tasks to tune: the module has no TIR kernels after legalization and fusion")
     if config.runner is RunnerKind.LOCAL:
-        _seed_default_schedules(planned, database, tgt, config)
+        _seed_default_schedules(planned, database, tgt, config, stop)
+    stop.check()
 
     already = sum(p.done for p in planned)
     global_left = config.trials - already
@@ -413,7 +447,8 @@ def tune(
             dynamic_ncols=True,
         )
         progress = _ProgressCallback(bar, [p.name for p in todo])
-        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
+        # the stop check runs first: a batch measured while a signal arrived is not committed
+        callbacks = [StopCheck(stop), *ms.measure_callback.MeasureCallback.create("default"), progress]
         try:
             ms.tune_tasks(
                 tasks=[p.context for p in todo],
@@ -430,6 +465,10 @@ def tune(
             )
         finally:
             bar.close()
+            pool = getattr(runner, "pool", None)  # our LocalRunner's persistent worker processes
+            if pool is not None and not isinstance(config.runner, ms.runner.Runner):
+                pool.shutdown(wait=False)
+    stop.check()
     elapsed = time.perf_counter() - started
     failed = progress.build_failures + progress.run_failures
     logger.info(
