@@ -74,6 +74,17 @@ def epilogue(v64, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str):
     return table[row, col]
 
 
+def requant_nhwc(acc, shape, bias, m0, rshift, qp, table, lut_axis: int, lut_qmin: int, out_dtype: str):
+    """The ``requant`` stage of an NHWC conv: per output channel bias, requantization and :func:`epilogue`
+    of the int32 accumulator ``acc`` (which may cover more channels than ``shape``)."""
+
+    def f(b, i, j, o):
+        v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
+        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
+
+    return te.compute(shape, f, name="requant")
+
+
 def pad_nhwc(x, pads_hw: Sequence[int], channels: int, qp, in_offset: int, domain_dtype: str, name: str = "pad"):
     """Zero-point pad of H, W (and of C up to ``channels``) in the kernel's input domain.
 
@@ -142,11 +153,7 @@ def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padd
         attrs=attrs,
     )
 
-    def f(b, i, j, o):
-        v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
-
-    return te.compute((n, oh, ow, out_channels), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, out_channels), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 @register_kernel("qconv2d_nhwc")
@@ -174,11 +181,7 @@ def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, di
         name="gconv",
     )
 
-    def f(b, i, j, k):
-        v = requant_qp(acc[b, i, j, k].astype(I64) + bias[k].astype(I64), m0[k], rshift[k], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, k, out_dtype)
-
-    return te.compute((n, oh, ow, o), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, o), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te
 
-from .common import I32, I64, SCHEDULE_RULE, out_size
-from .conv_nhwc import epilogue, finish_np, pad_nhwc, requant_qp
+from .common import I32, SCHEDULE_RULE, out_size
+from .conv_nhwc import finish_np, pad_nhwc, requant_nhwc
 from .registry import register_kernel, register_reference
 
 
@@ -41,11 +41,7 @@ def qdwconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, 
         attrs=attrs,
     )
 
-    def f(b, i, j, k):
-        v = requant_qp(acc[b, i, j, k].astype(I64) + bias[k].astype(I64), m0[k], rshift[k], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, k, out_dtype)
-
-    return te.compute((n, oh, ow, c), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, c), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 @register_reference("qdwconv2d_nhwc")

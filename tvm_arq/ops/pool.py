@@ -94,6 +94,30 @@ def realize_mean(ctx: RealizeContext, call: relax.Call, x, qin: Quant, out: Quan
 # -- kernels (NCHW) --------------------------------------------------------------------------------
 
 
+def _window_count(count_include_pad: bool, pool, strides, padding, h, wd):
+    """``count(i, j)``: the number of input pixels averaged at output ``(i, j)`` (int64)."""
+    kh, kw = pool
+    sh, sw = strides
+    pt, pl = padding[0], padding[1]
+
+    def count(i, j):
+        if count_include_pad:
+            return tirx.const(kh * kw, I64)
+        h0 = i * sh - pt
+        w0 = j * sw - pl
+        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
+        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
+        return (hc * wc).astype(I64)
+
+    return count
+
+
+def _round_avg(total, cnt, zp: int, qlo: int, qhi: int, dtype):
+    """``clamp(z + floor((2 * total + cnt) / (2 * cnt)))`` (round half up) in int64, cast to ``dtype``."""
+    v = tirx.floordiv(total.astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
+    return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(dtype)
+
+
 @register_kernel("qmaxpool2d")
 def qmaxpool2d_nchw(x, *, pool, strides, padding, dilation, qmin: int):
     n, c, h, wd = x.shape
@@ -133,19 +157,10 @@ def qavgpool2d_nchw(x, *, pool, strides, padding, count_include_pad: bool, zp: i
         name="acc",
     )
 
-    def count(i, j):
-        if count_include_pad:
-            return tirx.const(kh * kw, I64)
-        h0 = i * sh - pt
-        w0 = j * sw - pl
-        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
-        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
-        return (hc * wc).astype(I64)
+    count = _window_count(count_include_pad, pool, strides, padding, h, wd)
 
     def f(b, k, i, j):
-        cnt = count(i, j)
-        v = tirx.floordiv(acc[b, k, i, j].astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, k, i, j], count(i, j), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, c, oh, ow), f, name="qavgpool")
 
@@ -164,9 +179,7 @@ def qmean_hw(x, *, zp: int, qlo: int, qhi: int):
     cnt = int(h) * int(wd)
 
     def f(b, k, i, j):
-        v = tirx.floordiv(acc[b, k, i, j].astype(I64) * tirx.const(2, I64) + tirx.const(cnt, I64),
-                          tirx.const(2 * cnt, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, k, i, j], tirx.const(cnt, I64), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, c, 1, 1), f, name="qmean")
 
@@ -212,19 +225,10 @@ def qavgpool2d_nhwc(x, *, pool, strides, padding, count_include_pad: bool, zp: i
         name="acc",
     )
 
-    def count(i, j):
-        if count_include_pad:
-            return tirx.const(kh * kw, I64)
-        h0 = i * sh - pt
-        w0 = j * sw - pl
-        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
-        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
-        return (hc * wc).astype(I64)
+    count = _window_count(count_include_pad, pool, strides, padding, h, wd)
 
     def f(b, i, j, k):
-        cnt = count(i, j)
-        v = tirx.floordiv(acc[b, i, j, k].astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, i, j, k], count(i, j), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, oh, ow, c), f, name="qavgpool")
 
@@ -243,9 +247,7 @@ def qmean_hw_nhwc(x, *, zp: int, qlo: int, qhi: int):
     cnt = int(h) * int(wd)
 
     def f(b, i, j, k):
-        v = tirx.floordiv(acc[b, i, j, k].astype(I64) * tirx.const(2, I64) + tirx.const(cnt, I64),
-                          tirx.const(2 * cnt, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, i, j, k], tirx.const(cnt, I64), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, 1, 1, c), f, name="qmean")
 
