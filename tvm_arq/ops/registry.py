@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from tvm import relax
 
 from ..qmath import dtype_range
@@ -101,6 +102,13 @@ class PlanRule:
         max): float glue of this op is moved into the integer domain by quantizing its input.
     tuple_output
         PASS rules: the op produces a tuple (split); its items carry the parameters.
+    weight_axis
+        ANCHOR rules: the output-channel axis of the constant weight ``args[1]`` (per-channel scales along
+        it); ``None``: the op has no weight to quantize.
+    weight_shift
+        ANCHOR rules: ``weight_shift(d, mean, call) -> shift``, the expected output shift per output channel
+        of the weight error ``d = w_hat - w`` (float64) for inputs with per-channel means ``mean`` (bias
+        correction).
     """
 
     ops: tuple[str, ...]
@@ -113,6 +121,8 @@ class PlanRule:
     nonneg: Callable[[Any], bool] | None = None
     exact: Callable[[Any], bool] = lambda b: False
     tuple_output: bool = False
+    weight_axis: int | None = None
+    weight_shift: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
 
 
 class Stage(enum.IntEnum):
