@@ -43,7 +43,7 @@ from ..qmath import dtype_range, requantize_np
 from .common import I32, I64, SCHEDULE_RULE, out_size
 from .conv import INT32_MAX, INT32_MIN, accumulator_bounds
 from .irutil import tensor_shape
-from .registry import register_kernel, register_layout, register_reference
+from .registry import REGISTRY, TableEpilogue, register_kernel, register_layout, register_reference
 
 logger = logging.getLogger(__name__)
 
@@ -274,8 +274,9 @@ def _is_const(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant)
 
 
-def _fusable_lut(ctx, name: str):
-    """The single ``qlut`` consumer of ``name`` (per tensor, or per channel of NCHW axis 1)."""
+def _fusable_lut(ctx, name: str) -> tuple[str, TableEpilogue] | None:
+    """The single consumer of ``name`` that is a fusable table epilogue (per tensor, or per channel of NCHW
+    axis 1)."""
     users = ctx.users.get(name, [])
     if len(users) != 1 or users[0] == "<output>":
         return None
@@ -284,28 +285,28 @@ def _fusable_lut(ctx, name: str):
             and value.op.name == "relax.call_tir"):
         return None
     prim = ctx.mod[value.args[0]]
-    if prim.attrs is None or str(prim.attrs.get("arq.op", "")) != "qlut":
+    kernel = REGISTRY.kernels.get(str(prim.attrs.get("arq.op", ""))) if prim.attrs is not None else None
+    if kernel is None or kernel.epilogue is None:
         return None
     args = list(value.args[1].fields)
-    if not (isinstance(args[0], relax.Var) and args[0].name == name and _is_const(args[1])):
+    if not (isinstance(args[0], relax.Var) and args[0].name == name):
         return None
-    p = json.loads(str(prim.attrs["arq.params"]))
-    table = _const(args[1])
-    if p["axis"] >= 0 and table.shape[0] > 1 and p["axis"] != 1:
+    lut = kernel.epilogue(args, json.loads(str(prim.attrs["arq.params"])))
+    if lut is None or lut.axis not in (-1, 1):
         return None
-    return users[0], table, p
+    return users[0], lut
 
 
 def lut_operands(ctx, name: str, tensors: list, params: dict) -> str:
     """Fuse the LUT consumer of ``name`` if any; returns the name whose value the kernel defines."""
-    lut = _fusable_lut(ctx, name)
-    if lut is None:
+    fusable = _fusable_lut(ctx, name)
+    if fusable is None:
         return name
-    lut_name, table, p = lut
-    tensors.append(relax.const(table, str(table.dtype)))
-    params["lut_axis"] = 3 if p["axis"] >= 0 and table.shape[0] > 1 else -1
-    params["lut_qmin"] = int(p["qmin"])
-    params["out_dtype"] = str(table.dtype)
+    lut_name, lut = fusable
+    tensors.append(relax.const(lut.table, str(lut.table.dtype)))
+    params["lut_axis"] = 3 if lut.axis >= 0 else -1
+    params["lut_qmin"] = lut.qmin
+    params["out_dtype"] = str(lut.table.dtype)
     ctx.fused.add(lut_name)
     ctx.count("fused_lut")
     return lut_name

@@ -168,6 +168,25 @@ class Agnostic:
 
 
 @dataclass(frozen=True)
+class TableEpilogue:
+    """An element-wise table lookup ``table[row, v - qmin]`` that the kernel producing ``v`` may apply itself.
+
+    Attributes
+    ----------
+    table
+        ``[rows, entries]`` constant table.
+    axis
+        NCHW axis the rows run along (``-1``: one row for every element).
+    qmin
+        Integer value of the first entry.
+    """
+
+    table: np.ndarray
+    axis: int
+    qmin: int
+
+
+@dataclass(frozen=True)
 class KernelDef:
     """One integer kernel: TE compute, numpy twin, calling convention and layout behaviour.
 
@@ -182,6 +201,7 @@ class KernelDef:
     reference: Callable | None = None
     tensor_list: bool = False
     layout: Agnostic | Callable | None = None
+    epilogue: Callable[[list, dict], TableEpilogue | None] | None = None
 
 
 @dataclass
@@ -253,6 +273,17 @@ def register_reference(name: str) -> Callable:
     return deco
 
 
+def register_epilogue(name: str) -> Callable:
+    """Decorator: kernel ``name`` is a fusable epilogue. ``fn(args, params) -> TableEpilogue | None`` describes
+    a call of it on ``args[0]`` (``None``: this call cannot be fused)."""
+
+    def deco(fn: Callable) -> Callable:
+        REGISTRY._update_kernel(name, epilogue=fn)
+        return fn
+
+    return deco
+
+
 def register_layout(name: str, behaviour: Agnostic | None = None) -> Callable | None:
     """Layout behaviour of kernel ``name``.
 
@@ -312,6 +343,6 @@ def emit_kernel(bb: relax.BlockBuilder, name: str, tensors: list, params: dict, 
 
 __all__ = [
     "OPAQUE", "REGISTRY", "Agnostic", "KernelDef", "Kind", "PlanRule", "Quant", "RealizeRule", "Registry", "Role",
-    "Stage", "emit_kernel", "register_kernel", "register_layout", "register_plan", "register_realize",
-    "register_reference", "register_relax_layout", "register_relax_reference",
+    "Stage", "TableEpilogue", "emit_kernel", "register_epilogue", "register_kernel", "register_layout",
+    "register_plan", "register_realize", "register_reference", "register_relax_layout", "register_relax_reference",
 ]
