@@ -122,10 +122,10 @@ def _bias(anchor: Binding, nxt: Binding, var2val) -> bool:
 
 
 register_plan(PlanRule(("relax.nn.conv2d",), Kind.GROUP, Role.ANCHOR, check=_anchor_ok(_conv_ok),
-                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=0,
+                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=0, input_axis=1,
                        weight_shift=lambda d, mean, call: conv_weight_shift(d, mean, int(call.attrs.groups))))
 register_plan(PlanRule(("relax.matmul",), Kind.GROUP, Role.ANCHOR, check=_anchor_ok(_dense_ok),
-                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=1,
+                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=1, input_axis=-1,
                        weight_shift=lambda d, mean, call: dense_weight_shift(d, mean)))
 
 

@@ -105,6 +105,9 @@ class PlanRule:
     weight_axis
         ANCHOR rules: the output-channel axis of the constant weight ``args[1]`` (per-channel scales along
         it); ``None``: the op has no weight to quantize.
+    input_axis
+        ANCHOR rules: the channel axis of the data input ``args[0]`` (its per-channel means feed the bias
+        correction).
     weight_shift
         ANCHOR rules: ``weight_shift(d, mean, call) -> shift``, the expected output shift per output channel
         of the weight error ``d = w_hat - w`` (float64) for inputs with per-channel means ``mean`` (bias
@@ -122,6 +125,7 @@ class PlanRule:
     exact: Callable[[Any], bool] = lambda b: False
     tuple_output: bool = False
     weight_axis: int | None = None
+    input_axis: int | None = None
     weight_shift: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
 
 
