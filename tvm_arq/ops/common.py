@@ -70,6 +70,14 @@ def out_size(size: int, kernel: int, stride: int, before: int, after: int, dilat
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def out_hw(h, wd, kernel: Sequence[int], strides: Sequence[int], padding: Sequence[int],
+           dilation: Sequence[int] = (1, 1)) -> tuple:
+    """Output height and width of a 2-D sliding window; ``padding`` is ``(top, left, bottom, right)``."""
+    pt, pl, pb, pr = padding
+    return (out_size(h, kernel[0], strides[0], pt, pb, dilation[0]),
+            out_size(wd, kernel[1], strides[1], pl, pr, dilation[1]))
+
+
 def bcast_index(t: te.Tensor, out_ndim: int, idx):
     """Index of ``t`` broadcast (numpy rules) to an ``out_ndim``-D output index ``idx``."""
     off = out_ndim - len(t.shape)
@@ -209,7 +217,7 @@ def binary_tensors(b, var2val) -> bool:
 
 __all__ = [
     "AXIS_NHWC", "DQ_ACT", "DQ_X", "DQ_Y", "I32", "I64", "SCHEDULE_RULE", "TO_NCHW", "TO_NHWC", "RealizeContext",
-    "act_clamp", "activation", "bcast_index", "binary_tensors", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
+    "act_clamp", "activation", "bcast_index", "binary_tensors", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_hw", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
     "requant",
     "round_div_np", "which", "windows_np",
 ]

@@ -31,6 +31,7 @@ from .common import (
     act_clamp,
     activation,
     dq,
+    out_hw,
     pad_const,
     pad_np,
     qinfo,
@@ -277,8 +278,7 @@ def qconv2d_nchw(x, w, bias, m0, rshift, *, strides, padding, dilation, groups: 
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     xp = pad_const(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp_x)
     rc = te.reduce_axis((0, cg), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -327,8 +327,7 @@ def qconv2d_np(x, w, bias, m0, rshift, *, strides, padding, dilation, groups, zp
     pt, pl, pb, pr = padding
     dh, dw = dilation
     xp = pad_np(x.astype(np.int64), [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp_x)
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     acc = np.zeros((n, o, oh, ow), np.int64)
     opg = o // groups
     w64 = w.astype(np.int64)

@@ -40,7 +40,7 @@ from tvm import relax, te, tirx
 
 from ..layoutspec import PackedConvTarget
 from ..qmath import dtype_range, requantize_np
-from .common import I32, I64, SCHEDULE_RULE, out_size
+from .common import I32, I64, SCHEDULE_RULE, out_hw
 from .conv import INT32_MAX, INT32_MIN, accumulator_bounds
 from .irutil import tensor_shape
 from .registry import REGISTRY, TableEpilogue, register_kernel, register_layout, register_reference
@@ -135,8 +135,7 @@ def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padd
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_nhwc(x, padding, cb * kg, qp, in_offset, domain_dtype)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -165,8 +164,7 @@ def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, di
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_nhwc(x, padding, int(c), qp, 0, str(x.dtype))
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -231,8 +229,7 @@ def qconv2d_nhwc_packed_np(x, w, bias, m0, rshift, qp, table=None, *, strides, p
     pt, pl, pb, pr = padding
     xs = x.astype(np.int64) + in_offset
     xp = np.pad(xs, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=int(qp[0]))
-    oh = out_size(h, wu.shape[1], strides[0], pt, pb, dilation[0])
-    ow = out_size(wd, wu.shape[2], strides[1], pl, pr, dilation[1])
+    oh, ow = out_hw(h, wd, (wu.shape[1], wu.shape[2]), strides, padding, dilation)
     acc = _conv_acc(xp, wu, oh, ow, strides, dilation)
     return finish_np(acc, bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
@@ -244,8 +241,7 @@ def qconv2d_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding,
     kh, kw, cg, o = w.shape
     pt, pl, pb, pr = padding
     xp = np.pad(x.astype(np.int64), [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=int(qp[0]))
-    oh = out_size(h, kh, strides[0], pt, pb, dilation[0])
-    ow = out_size(wd, kw, strides[1], pl, pr, dilation[1])
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     opg = o // groups
     acc = np.zeros((n, oh, ow, o), np.int64)
     for g in range(groups):
