@@ -181,22 +181,31 @@ def qresize_nearest_np(x, iy, ix):
     return x[:, :, iy.astype(np.int64)][:, :, :, ix.astype(np.int64)]
 
 
-@register_reference("qresize_bilinear")
-def qresize_bilinear_np(x, ty, tx, *, bits):
+def _bilinear_np(x: np.ndarray, ty: np.ndarray, tx: np.ndarray, bits: int, axes: tuple[int, int]) -> np.ndarray:
+    """Numpy twin of :func:`_bilinear` over the H, W axes ``axes`` of ``x``."""
     x64 = x.astype(np.int64)
     ty = ty.astype(np.int64)
     tx = tx.astype(np.int64)
     one = np.int64(1) << bits
-    wy = ty[2][:, None]
-    wx = tx[2][None, :]
+    wshape = [1] * x.ndim
+    wshape[axes[0]] = -1
+    wy = ty[2].reshape(wshape)
+    wshape = [1] * x.ndim
+    wshape[axes[1]] = -1
+    wx = tx[2].reshape(wshape)
 
     def at(r: int, c: int) -> np.ndarray:
-        return x64[:, :, ty[r]][:, :, :, tx[c]]
+        return np.take(np.take(x64, ty[r], axis=axes[0]), tx[c], axis=axes[1])
 
     top = (one - wx) * at(0, 0) + wx * at(0, 1)
     bot = (one - wx) * at(1, 0) + wx * at(1, 1)
     v = (one - wy) * top + wy * bot + (np.int64(1) << (2 * bits - 1))
     return (v >> (2 * bits)).astype(x.dtype)
+
+
+@register_reference("qresize_bilinear")
+def qresize_bilinear_np(x, ty, tx, *, bits):
+    return _bilinear_np(x, ty, tx, bits, (2, 3))
 
 
 @register_reference("qresize_nearest_nhwc")
@@ -206,20 +215,7 @@ def qresize_nearest_nhwc_np(x, iy, ix):
 
 @register_reference("qresize_bilinear_nhwc")
 def qresize_bilinear_nhwc_np(x, ty, tx, *, bits):
-    x64 = x.astype(np.int64)
-    ty = ty.astype(np.int64)
-    tx = tx.astype(np.int64)
-    one = np.int64(1) << bits
-    wy = ty[2][None, :, None, None]
-    wx = tx[2][None, None, :, None]
-
-    def at(r: int, c: int) -> np.ndarray:
-        return x64[:, ty[r]][:, :, tx[c]]
-
-    top = (one - wx) * at(0, 0) + wx * at(0, 1)
-    bot = (one - wx) * at(1, 0) + wx * at(1, 1)
-    v = (one - wy) * top + wy * bot + (np.int64(1) << (2 * bits - 1))
-    return (v >> (2 * bits)).astype(x.dtype)
+    return _bilinear_np(x, ty, tx, bits, (1, 2))
 
 
 # -- layout conversion -----------------------------------------------------------------------------
