@@ -208,16 +208,23 @@ def is_tensor_var(expr) -> bool:
     return isinstance(expr, relax.Var) and is_float_tensor(expr)
 
 
-def binary_tensors(b, var2val) -> bool:
-    """Binding ``b`` combines two non-constant static float tensors into a static float tensor."""
+def binary_check(b, var2val) -> str:
+    """Plan check of an element-wise op: ``""`` if binding ``b`` combines two non-constant static float
+    tensors into a static float tensor."""
     args = b.value.args
-    return len(args) == 2 and all(is_tensor_var(a) and const_value(a, var2val) is None for a in args) \
+    ok = len(args) == 2 and all(is_tensor_var(a) and const_value(a, var2val) is None for a in args) \
         and is_float_tensor(b.value)
+    return "" if ok else "no integer implementation"
+
+
+def call_args(b, var2val) -> list:
+    """Plan ``inputs`` of an op whose every argument is an integer operand."""
+    return list(b.value.args)
 
 
 __all__ = [
     "AXIS_NHWC", "DQ_ACT", "DQ_X", "DQ_Y", "I32", "I64", "SCHEDULE_RULE", "TO_NCHW", "TO_NHWC", "RealizeContext",
-    "act_clamp", "activation", "bcast_index", "binary_tensors", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_hw", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
+    "act_clamp", "activation", "bcast_index", "binary_check", "call_args", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_hw", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
     "requant",
     "round_div_np", "which", "windows_np",
 ]
