@@ -9,8 +9,8 @@ from tvm import relax
 from tvm.relax import op as R
 
 from tvm_arq.config import QuantConfig, Scheme
+from tvm_arq.ops.conv import conv_weight_shift, dense_weight_shift
 from tvm_arq.passes.analysis import plan_quantization
-from tvm_arq.passes.annotate import weight_shift
 from tvm_arq.qmath import quantize_weights_per_channel
 from tvm_arq.quantize import ChannelMean, calibrate, compile_host, quantize_module
 
@@ -39,7 +39,7 @@ def test_weight_shift_is_the_conv_of_the_weight_error_with_the_mean(groups):
     mean = rng.uniform(0.5, 3.0, size=6)
     x = np.broadcast_to(mean[None, :, None, None], (1, 6, 5, 5))  # constant input = its own mean
     want = _conv_np(x, w_hat.astype(np.float64) - w, groups)[0, :, 0, 0]
-    np.testing.assert_allclose(weight_shift(w, w_hat, mean, "relax.nn.conv2d", groups), want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(conv_weight_shift(w_hat.astype(np.float64) - w, mean, groups), want, rtol=1e-9, atol=1e-12)
 
 
 def test_weight_shift_dense():
@@ -47,7 +47,7 @@ def test_weight_shift_dense():
     w = rng.normal(size=(7, 3)).astype(np.float32)  # (in, out)
     w_hat = w + rng.normal(size=w.shape).astype(np.float32) * 0.01
     mean = rng.normal(size=7)
-    np.testing.assert_allclose(weight_shift(w, w_hat, mean, "relax.matmul"), mean @ (w_hat.astype(np.float64) - w))
+    np.testing.assert_allclose(dense_weight_shift(w_hat.astype(np.float64) - w, mean), mean @ (w_hat.astype(np.float64) - w))
 
 
 def test_channel_mean_streams():

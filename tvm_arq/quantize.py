@@ -24,6 +24,7 @@ from tvm import relax
 from .config import QuantConfig, RangeKind, Scheme
 from .ops.elementwise import saturation_interval
 from .ops.irutil import bindings_of, tensor_shape
+from .ops.registry import REGISTRY
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization
 from .qmath import QParams, choose_qparams
@@ -214,7 +215,7 @@ def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
     for b in bindings_of(mod["main"]):
         op_plan = plan.ops.get(b.name)
         if op_plan is not None and op_plan.role is Role.ANCHOR and isinstance(b.value.args[0], relax.Var):
-            out[b.value.args[0].name] = 1 if b.op == "relax.nn.conv2d" else -1
+            out[b.value.args[0].name] = REGISTRY.plan_rule(b.op).input_axis
     return out
 
 

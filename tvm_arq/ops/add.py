@@ -20,7 +20,8 @@ from .common import (
     act_clamp,
     activation,
     bcast_index,
-    binary_tensors,
+    binary_check,
+    call_args,
     clamp,
     qinfo,
     which,
@@ -41,10 +42,7 @@ from .registry import (
     register_reference,
 )
 
-register_plan(PlanRule(
-    ("relax.add",), Kind.GROUP, Role.ADD,
-    check=lambda b, v2v: "" if binary_tensors(b, v2v) else "no integer implementation",
-    inputs=lambda b, v2v: list(b.value.args)))
+register_plan(PlanRule(("relax.add",), Kind.GROUP, Role.ADD, check=binary_check, inputs=call_args))
 
 ADD = is_op("relax.add")(DQ_X, DQ_Y)
 ADD_RELU, ADD_CLIP = activation(ADD)

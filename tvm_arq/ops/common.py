@@ -70,6 +70,14 @@ def out_size(size: int, kernel: int, stride: int, before: int, after: int, dilat
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def out_hw(h, wd, kernel: Sequence[int], strides: Sequence[int], padding: Sequence[int],
+           dilation: Sequence[int] = (1, 1)) -> tuple:
+    """Output height and width of a 2-D sliding window; ``padding`` is ``(top, left, bottom, right)``."""
+    pt, pl, pb, pr = padding
+    return (out_size(h, kernel[0], strides[0], pt, pb, dilation[0]),
+            out_size(wd, kernel[1], strides[1], pl, pr, dilation[1]))
+
+
 def bcast_index(t: te.Tensor, out_ndim: int, idx):
     """Index of ``t`` broadcast (numpy rules) to an ``out_ndim``-D output index ``idx``."""
     off = out_ndim - len(t.shape)
@@ -200,16 +208,23 @@ def is_tensor_var(expr) -> bool:
     return isinstance(expr, relax.Var) and is_float_tensor(expr)
 
 
-def binary_tensors(b, var2val) -> bool:
-    """Binding ``b`` combines two non-constant static float tensors into a static float tensor."""
+def binary_check(b, var2val) -> str:
+    """Plan check of an element-wise op: ``""`` if binding ``b`` combines two non-constant static float
+    tensors into a static float tensor."""
     args = b.value.args
-    return len(args) == 2 and all(is_tensor_var(a) and const_value(a, var2val) is None for a in args) \
+    ok = len(args) == 2 and all(is_tensor_var(a) and const_value(a, var2val) is None for a in args) \
         and is_float_tensor(b.value)
+    return "" if ok else "no integer implementation"
+
+
+def call_args(b, var2val) -> list:
+    """Plan ``inputs`` of an op whose every argument is an integer operand."""
+    return list(b.value.args)
 
 
 __all__ = [
     "AXIS_NHWC", "DQ_ACT", "DQ_X", "DQ_Y", "I32", "I64", "SCHEDULE_RULE", "TO_NCHW", "TO_NHWC", "RealizeContext",
-    "act_clamp", "activation", "bcast_index", "binary_tensors", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
+    "act_clamp", "activation", "bcast_index", "binary_check", "call_args", "is_float_tensor", "is_tensor_var", "clamp", "dq", "out_hw", "out_size", "pad_const", "pad_np", "pass_check", "qinfo",
     "requant",
     "round_div_np", "which", "windows_np",
 ]

@@ -14,6 +14,7 @@ The target layouts (NHWC, packed weights) are in :mod:`tvm_arq.ops.conv_nhwc`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from tvm import relax, te
@@ -30,6 +31,7 @@ from .common import (
     act_clamp,
     activation,
     dq,
+    out_hw,
     pad_const,
     pad_np,
     qinfo,
@@ -86,12 +88,29 @@ def _dense_ok(b: Binding) -> str:
     return ""
 
 
-def _anchor_ok(b: Binding, _var2val) -> str:
-    """Why conv2d / matmul ``b`` cannot head an integer group ("" if it can)."""
-    why = _conv_ok(b) if b.op == "relax.nn.conv2d" else _dense_ok(b)
-    if not why and not (isinstance(b.value.args[0], relax.Var) and _is_float_tensor(b.value.args[0])):
-        why = "input not quantizable"
-    return why
+def _anchor_ok(op_ok: Callable[[Binding], str]) -> Callable[[Binding, dict], str]:
+    """The plan check of an anchor: ``op_ok`` and a quantizable input."""
+
+    def check(b: Binding, _var2val) -> str:
+        """Why conv2d / matmul ``b`` cannot head an integer group ("" if it can)."""
+        why = op_ok(b)
+        if not why and not (isinstance(b.value.args[0], relax.Var) and _is_float_tensor(b.value.args[0])):
+            why = "input not quantizable"
+        return why
+
+    return check
+
+
+def conv_weight_shift(d: np.ndarray, mean: np.ndarray, groups: int = 1) -> np.ndarray:
+    """``sum_k d[o, k] * mean[k]`` of OIHW weight errors ``d`` (``groups`` groups) and per-input-channel means."""
+    o, i_per_group = d.shape[0], d.shape[1]
+    d = d.reshape(groups, o // groups, i_per_group, -1).sum(axis=3)
+    return np.einsum("goi,gi->go", d, mean.reshape(groups, i_per_group)).reshape(o)
+
+
+def dense_weight_shift(d: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``mean @ d`` for ``(in, out)`` weight errors ``d``."""
+    return mean @ d
 
 
 def _bias(anchor: Binding, nxt: Binding, var2val) -> bool:
@@ -103,8 +122,12 @@ def _bias(anchor: Binding, nxt: Binding, var2val) -> bool:
     return cv is not None and cv.size == tensor_shape(anchor.value)[1]
 
 
-register_plan(PlanRule(("relax.nn.conv2d", "relax.matmul"), Kind.GROUP, Role.ANCHOR, check=_anchor_ok,
-                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias))
+register_plan(PlanRule(("relax.nn.conv2d",), Kind.GROUP, Role.ANCHOR, check=_anchor_ok(_conv_ok),
+                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=0, input_axis=1,
+                       weight_shift=lambda d, mean, call: conv_weight_shift(d, mean, int(call.attrs.groups))))
+register_plan(PlanRule(("relax.matmul",), Kind.GROUP, Role.ANCHOR, check=_anchor_ok(_dense_ok),
+                       inputs=lambda b, v2v: [b.value.args[0]], bias=_bias, weight_axis=1, input_axis=-1,
+                       weight_shift=lambda d, mean, call: dense_weight_shift(d, mean)))
 
 
 # -- realize ---------------------------------------------------------------------------------------
@@ -255,8 +278,7 @@ def qconv2d_nchw(x, w, bias, m0, rshift, *, strides, padding, dilation, groups: 
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     xp = pad_const(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp_x)
     rc = te.reduce_axis((0, cg), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -305,8 +327,7 @@ def qconv2d_np(x, w, bias, m0, rshift, *, strides, padding, dilation, groups, zp
     pt, pl, pb, pr = padding
     dh, dw = dilation
     xp = pad_np(x.astype(np.int64), [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp_x)
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     acc = np.zeros((n, o, oh, ow), np.int64)
     opg = o // groups
     w64 = w.astype(np.int64)

@@ -40,10 +40,10 @@ from tvm import relax, te, tirx
 
 from ..layoutspec import PackedConvTarget
 from ..qmath import dtype_range, requantize_np
-from .common import I32, I64, SCHEDULE_RULE, out_size
+from .common import I32, I64, SCHEDULE_RULE, out_hw
 from .conv import INT32_MAX, INT32_MIN, accumulator_bounds
 from .irutil import tensor_shape
-from .registry import register_kernel, register_layout, register_reference
+from .registry import REGISTRY, TableEpilogue, register_kernel, register_layout, register_reference
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,17 @@ def epilogue(v64, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str):
     col = tirx.max(tirx.min(v64 - tirx.const(lut_qmin, I64), tirx.const(int(table.shape[1]) - 1, I64)),
                    tirx.const(0, I64))
     return table[row, col]
+
+
+def requant_nhwc(acc, shape, bias, m0, rshift, qp, table, lut_axis: int, lut_qmin: int, out_dtype: str):
+    """The ``requant`` stage of an NHWC conv: per output channel bias, requantization and :func:`epilogue`
+    of the int32 accumulator ``acc`` (which may cover more channels than ``shape``)."""
+
+    def f(b, i, j, o):
+        v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
+        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
+
+    return te.compute(shape, f, name="requant")
 
 
 def pad_nhwc(x, pads_hw: Sequence[int], channels: int, qp, in_offset: int, domain_dtype: str, name: str = "pad"):
@@ -124,8 +135,7 @@ def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padd
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_nhwc(x, padding, cb * kg, qp, in_offset, domain_dtype)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -142,11 +152,7 @@ def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padd
         attrs=attrs,
     )
 
-    def f(b, i, j, o):
-        v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
-
-    return te.compute((n, oh, ow, out_channels), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, out_channels), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 @register_kernel("qconv2d_nhwc")
@@ -158,8 +164,7 @@ def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, di
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_nhwc(x, padding, int(c), qp, 0, str(x.dtype))
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -174,11 +179,7 @@ def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, di
         name="gconv",
     )
 
-    def f(b, i, j, k):
-        v = requant_qp(acc[b, i, j, k].astype(I64) + bias[k].astype(I64), m0[k], rshift[k], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, k, out_dtype)
-
-    return te.compute((n, oh, ow, o), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, o), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 
@@ -228,8 +229,7 @@ def qconv2d_nhwc_packed_np(x, w, bias, m0, rshift, qp, table=None, *, strides, p
     pt, pl, pb, pr = padding
     xs = x.astype(np.int64) + in_offset
     xp = np.pad(xs, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=int(qp[0]))
-    oh = out_size(h, wu.shape[1], strides[0], pt, pb, dilation[0])
-    ow = out_size(wd, wu.shape[2], strides[1], pl, pr, dilation[1])
+    oh, ow = out_hw(h, wd, (wu.shape[1], wu.shape[2]), strides, padding, dilation)
     acc = _conv_acc(xp, wu, oh, ow, strides, dilation)
     return finish_np(acc, bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
@@ -241,8 +241,7 @@ def qconv2d_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding,
     kh, kw, cg, o = w.shape
     pt, pl, pb, pr = padding
     xp = np.pad(x.astype(np.int64), [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=int(qp[0]))
-    oh = out_size(h, kh, strides[0], pt, pb, dilation[0])
-    ow = out_size(wd, kw, strides[1], pl, pr, dilation[1])
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     opg = o // groups
     acc = np.zeros((n, oh, ow, o), np.int64)
     for g in range(groups):
@@ -271,8 +270,9 @@ def _is_const(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant)
 
 
-def _fusable_lut(ctx, name: str):
-    """The single ``qlut`` consumer of ``name`` (per tensor, or per channel of NCHW axis 1)."""
+def _fusable_lut(ctx, name: str) -> tuple[str, TableEpilogue] | None:
+    """The single consumer of ``name`` that is a fusable table epilogue (per tensor, or per channel of NCHW
+    axis 1)."""
     users = ctx.users.get(name, [])
     if len(users) != 1 or users[0] == "<output>":
         return None
@@ -281,28 +281,28 @@ def _fusable_lut(ctx, name: str):
             and value.op.name == "relax.call_tir"):
         return None
     prim = ctx.mod[value.args[0]]
-    if prim.attrs is None or str(prim.attrs.get("arq.op", "")) != "qlut":
+    kernel = REGISTRY.kernels.get(str(prim.attrs.get("arq.op", ""))) if prim.attrs is not None else None
+    if kernel is None or kernel.epilogue is None:
         return None
     args = list(value.args[1].fields)
-    if not (isinstance(args[0], relax.Var) and args[0].name == name and _is_const(args[1])):
+    if not (isinstance(args[0], relax.Var) and args[0].name == name):
         return None
-    p = json.loads(str(prim.attrs["arq.params"]))
-    table = _const(args[1])
-    if p["axis"] >= 0 and table.shape[0] > 1 and p["axis"] != 1:
+    lut = kernel.epilogue(args, json.loads(str(prim.attrs["arq.params"])))
+    if lut is None or lut.axis not in (-1, 1):
         return None
-    return users[0], table, p
+    return users[0], lut
 
 
 def lut_operands(ctx, name: str, tensors: list, params: dict) -> str:
     """Fuse the LUT consumer of ``name`` if any; returns the name whose value the kernel defines."""
-    lut = _fusable_lut(ctx, name)
-    if lut is None:
+    fusable = _fusable_lut(ctx, name)
+    if fusable is None:
         return name
-    lut_name, table, p = lut
-    tensors.append(relax.const(table, str(table.dtype)))
-    params["lut_axis"] = 3 if p["axis"] >= 0 and table.shape[0] > 1 else -1
-    params["lut_qmin"] = int(p["qmin"])
-    params["out_dtype"] = str(table.dtype)
+    lut_name, lut = fusable
+    tensors.append(relax.const(lut.table, str(lut.table.dtype)))
+    params["lut_axis"] = 3 if lut.axis >= 0 else -1
+    params["lut_qmin"] = lut.qmin
+    params["out_dtype"] = str(lut.table.dtype)
     ctx.fused.add(lut_name)
     ctx.count("fused_lut")
     return lut_name

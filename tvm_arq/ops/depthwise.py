@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te
 
-from .common import I32, I64, SCHEDULE_RULE, out_size
-from .conv_nhwc import epilogue, finish_np, pad_nhwc, requant_qp
+from .common import I32, SCHEDULE_RULE, out_hw
+from .conv_nhwc import finish_np, pad_nhwc, requant_nhwc
 from .registry import register_kernel, register_reference
 
 
@@ -25,8 +25,7 @@ def qdwconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, 
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_nhwc(x, padding, int(c), qp, 0, str(x.dtype))
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -41,11 +40,7 @@ def qdwconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, 
         attrs=attrs,
     )
 
-    def f(b, i, j, k):
-        v = requant_qp(acc[b, i, j, k].astype(I64) + bias[k].astype(I64), m0[k], rshift[k], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, k, out_dtype)
-
-    return te.compute((n, oh, ow, c), f, name="requant")
+    return requant_nhwc(acc, (n, oh, ow, c), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
 
 
 @register_reference("qdwconv2d_nhwc")
@@ -58,8 +53,7 @@ def qdwconv2d_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, paddin
     sh, sw = strides
     dh, dw = dilation
     xp = np.pad(x.astype(np.int64), [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=int(qp[0]))
-    oh = out_size(h, kh, sh, pt, pb, dh)
-    ow = out_size(wd, kw, sw, pl, pr, dw)
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     acc = np.zeros((n, oh, ow, c), np.int64)
     for i in range(kh):
         for j in range(kw):

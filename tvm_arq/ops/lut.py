@@ -18,7 +18,9 @@ from .registry import (
     PlanRule,
     Quant,
     Stage,
+    TableEpilogue,
     emit_kernel,
+    register_epilogue,
     register_kernel,
     register_layout,
     register_plan,
@@ -111,8 +113,17 @@ def qlut_np(x, table, *, axis, qmin, fn=""):
     return table[rows, col]
 
 
+@register_epilogue("qlut")
+def lut_epilogue(args: list, p: dict) -> TableEpilogue | None:
+    """A ``qlut`` call with a constant table, as a table a producing kernel can apply."""
+    if not isinstance(args[1], tvm.ir.expr.Constant):
+        return None
+    table = args[1].value.numpy()
+    return TableEpilogue(table, p["axis"] if p["axis"] >= 0 and table.shape[0] > 1 else -1, int(p["qmin"]))
+
+
 register_layout("qclamp", Agnostic())
 register_layout("qlut", Agnostic(lambda p: {**p, "axis": AXIS_NHWC[p["axis"] % 4]} if p["axis"] >= 0 else p,
                                  activations=1))
 
-__all__ = ["qclamp", "qclamp_np", "qlut", "qlut_np"]
+__all__ = ["lut_epilogue", "qclamp", "qclamp_np", "qlut", "qlut_np"]

@@ -11,7 +11,19 @@ from tvm.relax.dpl import is_op
 
 from ..qmath import dtype_range, quantize_multiplier
 from .add import nhwc_out_shape
-from .common import DQ_X, DQ_Y, I64, Q_SCALE, Q_ZP, RealizeContext, bcast_index, binary_tensors, clamp, qinfo
+from .common import (
+    DQ_X,
+    DQ_Y,
+    I64,
+    Q_SCALE,
+    Q_ZP,
+    RealizeContext,
+    bcast_index,
+    binary_check,
+    call_args,
+    clamp,
+    qinfo,
+)
 from .irutil import tensor_shape
 from .registry import (
     Agnostic,
@@ -28,10 +40,7 @@ from .registry import (
     register_reference,
 )
 
-register_plan(PlanRule(
-    ("relax.multiply",), Kind.POINT, Role.MUL,
-    check=lambda b, v2v: "" if binary_tensors(b, v2v) else "no integer implementation",
-    inputs=lambda b, v2v: list(b.value.args)))
+register_plan(PlanRule(("relax.multiply",), Kind.POINT, Role.MUL, check=binary_check, inputs=call_args))
 
 #: quantize(multiply(dequantize(a), dequantize(b)))
 MUL = is_op("relax.multiply")(DQ_X, DQ_Y)

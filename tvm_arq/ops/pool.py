@@ -11,7 +11,7 @@ from .common import (
     I64,
     RealizeContext,
     clamp,
-    out_size,
+    out_hw,
     pad_const,
     pad_np,
     pass_check,
@@ -94,6 +94,30 @@ def realize_mean(ctx: RealizeContext, call: relax.Call, x, qin: Quant, out: Quan
 # -- kernels (NCHW) --------------------------------------------------------------------------------
 
 
+def _window_count(count_include_pad: bool, pool, strides, padding, h, wd):
+    """``count(i, j)``: the number of input pixels averaged at output ``(i, j)`` (int64)."""
+    kh, kw = pool
+    sh, sw = strides
+    pt, pl = padding[0], padding[1]
+
+    def count(i, j):
+        if count_include_pad:
+            return tirx.const(kh * kw, I64)
+        h0 = i * sh - pt
+        w0 = j * sw - pl
+        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
+        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
+        return (hc * wc).astype(I64)
+
+    return count
+
+
+def _round_avg(total, cnt, zp: int, qlo: int, qhi: int, dtype):
+    """``clamp(z + floor((2 * total + cnt) / (2 * cnt)))`` (round half up) in int64, cast to ``dtype``."""
+    v = tirx.floordiv(total.astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
+    return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(dtype)
+
+
 @register_kernel("qmaxpool2d")
 def qmaxpool2d_nchw(x, *, pool, strides, padding, dilation, qmin: int):
     n, c, h, wd = x.shape
@@ -101,8 +125,7 @@ def qmaxpool2d_nchw(x, *, pool, strides, padding, dilation, qmin: int):
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     xp = pad_const(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], qmin)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -121,8 +144,7 @@ def qavgpool2d_nchw(x, *, pool, strides, padding, count_include_pad: bool, zp: i
     kh, kw = pool
     sh, sw = strides
     pt, pl, pb, pr = padding
-    oh = (h + pt + pb - kh) // sh + 1
-    ow = (wd + pl + pr - kw) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding)
     xp = pad_const(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -133,19 +155,10 @@ def qavgpool2d_nchw(x, *, pool, strides, padding, count_include_pad: bool, zp: i
         name="acc",
     )
 
-    def count(i, j):
-        if count_include_pad:
-            return tirx.const(kh * kw, I64)
-        h0 = i * sh - pt
-        w0 = j * sw - pl
-        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
-        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
-        return (hc * wc).astype(I64)
+    count = _window_count(count_include_pad, pool, strides, padding, h, wd)
 
     def f(b, k, i, j):
-        cnt = count(i, j)
-        v = tirx.floordiv(acc[b, k, i, j].astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, k, i, j], count(i, j), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, c, oh, ow), f, name="qavgpool")
 
@@ -164,9 +177,7 @@ def qmean_hw(x, *, zp: int, qlo: int, qhi: int):
     cnt = int(h) * int(wd)
 
     def f(b, k, i, j):
-        v = tirx.floordiv(acc[b, k, i, j].astype(I64) * tirx.const(2, I64) + tirx.const(cnt, I64),
-                          tirx.const(2 * cnt, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, k, i, j], tirx.const(cnt, I64), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, c, 1, 1), f, name="qmean")
 
@@ -182,8 +193,7 @@ def qmaxpool2d_nhwc(x, *, pool, strides, padding, dilation, qmin: int):
     sh, sw = strides
     pt, pl, pb, pr = padding
     dh, dw = dilation
-    oh = out_size(int(h), kh, sh, pt, pb, dh)
-    ow = out_size(int(wd), kw, sw, pl, pr, dw)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding, dilation)
     xp = pad_const(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], qmin)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -201,8 +211,7 @@ def qavgpool2d_nhwc(x, *, pool, strides, padding, count_include_pad: bool, zp: i
     kh, kw = pool
     sh, sw = strides
     pt, pl, pb, pr = padding
-    oh = out_size(int(h), kh, sh, pt, pb)
-    ow = out_size(int(wd), kw, sw, pl, pr)
+    oh, ow = out_hw(int(h), int(wd), (kh, kw), strides, padding)
     xp = pad_const(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], zp)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
@@ -212,19 +221,10 @@ def qavgpool2d_nhwc(x, *, pool, strides, padding, count_include_pad: bool, zp: i
         name="acc",
     )
 
-    def count(i, j):
-        if count_include_pad:
-            return tirx.const(kh * kw, I64)
-        h0 = i * sh - pt
-        w0 = j * sw - pl
-        hc = tirx.min(h0 + kh, h) - tirx.max(h0, 0)
-        wc = tirx.min(w0 + kw, wd) - tirx.max(w0, 0)
-        return (hc * wc).astype(I64)
+    count = _window_count(count_include_pad, pool, strides, padding, h, wd)
 
     def f(b, i, j, k):
-        cnt = count(i, j)
-        v = tirx.floordiv(acc[b, i, j, k].astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, i, j, k], count(i, j), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, oh, ow, c), f, name="qavgpool")
 
@@ -243,9 +243,7 @@ def qmean_hw_nhwc(x, *, zp: int, qlo: int, qhi: int):
     cnt = int(h) * int(wd)
 
     def f(b, i, j, k):
-        v = tirx.floordiv(acc[b, i, j, k].astype(I64) * tirx.const(2, I64) + tirx.const(cnt, I64),
-                          tirx.const(2 * cnt, I64))
-        return clamp(v + tirx.const(zp, I64), qlo, qhi, I64).astype(x.dtype)
+        return _round_avg(acc[b, i, j, k], tirx.const(cnt, I64), zp, qlo, qhi, x.dtype)
 
     return te.compute((n, 1, 1, c), f, name="qmean")
 
@@ -261,8 +259,7 @@ def qmaxpool2d_np(x, *, pool, strides, padding, dilation, qmin):
     pt, pl, pb, pr = padding
     dh, dw = dilation
     xp = pad_np(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], qmin)
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     out = np.full((n, c, oh, ow), qmin, x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -279,8 +276,7 @@ def qavgpool2d_np(x, *, pool, strides, padding, count_include_pad, zp, qlo, qhi)
     xc = x.astype(np.int64) - zp
     xp = pad_np(xc, [(0, 0), (0, 0), (pt, pb), (pl, pr)], 0)
     valid = pad_np(np.ones((h, wd), np.int64), [(pt, pb), (pl, pr)], 0)
-    oh = (h + pt + pb - kh) // sh + 1
-    ow = (wd + pl + pr - kw) // sw + 1
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding)
     acc = np.zeros((n, c, oh, ow), np.int64)
     cnt = np.zeros((oh, ow), np.int64)
     for i in range(kh):
@@ -306,8 +302,7 @@ def qmaxpool2d_nhwc_np(x, *, pool, strides, padding, dilation, qmin):
     kh, kw = pool
     pt, pl, pb, pr = padding
     xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], constant_values=qmin)
-    oh = out_size(h, kh, strides[0], pt, pb, dilation[0])
-    ow = out_size(wd, kw, strides[1], pl, pr, dilation[1])
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding, dilation)
     out = np.full((n, oh, ow, c), qmin, x.dtype)
     for _, _, patch in windows_np(xp, kh, kw, oh, ow, strides, dilation):
         out = np.maximum(out, patch)
@@ -321,8 +316,7 @@ def qavgpool2d_nhwc_np(x, *, pool, strides, padding, count_include_pad, zp, qlo,
     pt, pl, pb, pr = padding
     xp = np.pad(x.astype(np.int64) - zp, [(0, 0), (pt, pb), (pl, pr), (0, 0)])
     valid = np.pad(np.ones((1, h, wd, 1), np.int64), [(0, 0), (pt, pb), (pl, pr), (0, 0)])
-    oh = out_size(h, kh, strides[0], pt, pb)
-    ow = out_size(wd, kw, strides[1], pl, pr)
+    oh, ow = out_hw(h, wd, (kh, kw), strides, padding)
     acc = np.zeros((n, oh, ow, c), np.int64)
     cnt = np.zeros((1, oh, ow, 1), np.int64)
     for (_, _, patch), (_, _, vpatch) in zip(windows_np(xp, kh, kw, oh, ow, strides),

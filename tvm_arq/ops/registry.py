@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from tvm import relax
 
 from ..qmath import dtype_range
@@ -101,6 +102,16 @@ class PlanRule:
         max): float glue of this op is moved into the integer domain by quantizing its input.
     tuple_output
         PASS rules: the op produces a tuple (split); its items carry the parameters.
+    weight_axis
+        ANCHOR rules: the output-channel axis of the constant weight ``args[1]`` (per-channel scales along
+        it); ``None``: the op has no weight to quantize.
+    input_axis
+        ANCHOR rules: the channel axis of the data input ``args[0]`` (its per-channel means feed the bias
+        correction).
+    weight_shift
+        ANCHOR rules: ``weight_shift(d, mean, call) -> shift``, the expected output shift per output channel
+        of the weight error ``d = w_hat - w`` (float64) for inputs with per-channel means ``mean`` (bias
+        correction).
     """
 
     ops: tuple[str, ...]
@@ -113,6 +124,9 @@ class PlanRule:
     nonneg: Callable[[Any], bool] | None = None
     exact: Callable[[Any], bool] = lambda b: False
     tuple_output: bool = False
+    weight_axis: int | None = None
+    input_axis: int | None = None
+    weight_shift: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
 
 
 class Stage(enum.IntEnum):
@@ -158,6 +172,25 @@ class Agnostic:
 
 
 @dataclass(frozen=True)
+class TableEpilogue:
+    """An element-wise table lookup ``table[row, v - qmin]`` that the kernel producing ``v`` may apply itself.
+
+    Attributes
+    ----------
+    table
+        ``[rows, entries]`` constant table.
+    axis
+        NCHW axis the rows run along (``-1``: one row for every element).
+    qmin
+        Integer value of the first entry.
+    """
+
+    table: np.ndarray
+    axis: int
+    qmin: int
+
+
+@dataclass(frozen=True)
 class KernelDef:
     """One integer kernel: TE compute, numpy twin, calling convention and layout behaviour.
 
@@ -172,6 +205,7 @@ class KernelDef:
     reference: Callable | None = None
     tensor_list: bool = False
     layout: Agnostic | Callable | None = None
+    epilogue: Callable[[list, dict], TableEpilogue | None] | None = None
 
 
 @dataclass
@@ -243,6 +277,17 @@ def register_reference(name: str) -> Callable:
     return deco
 
 
+def register_epilogue(name: str) -> Callable:
+    """Decorator: kernel ``name`` is a fusable epilogue. ``fn(args, params) -> TableEpilogue | None`` describes
+    a call of it on ``args[0]`` (``None``: this call cannot be fused)."""
+
+    def deco(fn: Callable) -> Callable:
+        REGISTRY._update_kernel(name, epilogue=fn)
+        return fn
+
+    return deco
+
+
 def register_layout(name: str, behaviour: Agnostic | None = None) -> Callable | None:
     """Layout behaviour of kernel ``name``.
 
@@ -302,6 +347,6 @@ def emit_kernel(bb: relax.BlockBuilder, name: str, tensors: list, params: dict, 
 
 __all__ = [
     "OPAQUE", "REGISTRY", "Agnostic", "KernelDef", "Kind", "PlanRule", "Quant", "RealizeRule", "Registry", "Role",
-    "Stage", "emit_kernel", "register_kernel", "register_layout", "register_plan", "register_realize",
-    "register_reference", "register_relax_layout", "register_relax_reference",
+    "Stage", "TableEpilogue", "emit_kernel", "register_epilogue", "register_kernel", "register_layout",
+    "register_plan", "register_realize", "register_reference", "register_relax_layout", "register_relax_reference",
 ]

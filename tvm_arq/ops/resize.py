@@ -127,6 +127,18 @@ def qresize_nearest(x, iy, ix):
                       lambda b, k, i, j: x[b, k, iy[i], ix[j]], name="qresize_nearest")
 
 
+def _bilinear(pixel, ty, tx, i: tirx.PrimExpr, j: tirx.PrimExpr, bits: int, dtype):
+    """Output ``(i, j)`` of an integer bilinear resize; ``pixel(y, x)`` reads the input at row ``y``, column
+    ``x`` (of the current batch and channel)."""
+    one = tirx.const(1 << bits, I64)
+    y0, y1, wy = ty[0, i], ty[1, i], ty[2, i].astype(I64)
+    x0, x1, wx = tx[0, j], tx[1, j], tx[2, j].astype(I64)
+    top = (one - wx) * pixel(y0, x0).astype(I64) + wx * pixel(y0, x1).astype(I64)
+    bot = (one - wx) * pixel(y1, x0).astype(I64) + wx * pixel(y1, x1).astype(I64)
+    v = (one - wy) * top + wy * bot + tirx.const(1 << (2 * bits - 1), I64)
+    return (v >> tirx.const(2 * bits, I64)).astype(dtype)
+
+
 @register_kernel("qresize_bilinear")
 def qresize_bilinear(x, ty, tx, *, bits: int):
     """Bilinear resize (NCHW) with integer weights, same scale and zero point as the input.
@@ -135,15 +147,9 @@ def qresize_bilinear(x, ty, tx, *, bits: int):
     ``y = (sum_{a,b} wy_a * wx_b * x[i_a, j_b] + 2**(2*bits-1)) >> (2*bits)`` in int64 (round half up).
     """
     n, c = x.shape[0], x.shape[1]
-    one = tirx.const(1 << bits, I64)
 
     def f(b, k, i, j):
-        y0, y1, wy = ty[0, i], ty[1, i], ty[2, i].astype(I64)
-        x0, x1, wx = tx[0, j], tx[1, j], tx[2, j].astype(I64)
-        top = (one - wx) * x[b, k, y0, x0].astype(I64) + wx * x[b, k, y0, x1].astype(I64)
-        bot = (one - wx) * x[b, k, y1, x0].astype(I64) + wx * x[b, k, y1, x1].astype(I64)
-        v = (one - wy) * top + wy * bot + tirx.const(1 << (2 * bits - 1), I64)
-        return (v >> tirx.const(2 * bits, I64)).astype(x.dtype)
+        return _bilinear(lambda yy, xx: x[b, k, yy, xx], ty, tx, i, j, bits, x.dtype)
 
     return te.compute((n, c, ty.shape[1], tx.shape[1]), f, name="qresize_bilinear")
 
@@ -160,15 +166,9 @@ def qresize_nearest_nhwc(x, iy, ix):
 def qresize_bilinear_nhwc(x, ty, tx, *, bits: int):
     """Bilinear resize of an NHWC tensor with integer weights (see the NCHW kernel)."""
     n, c = x.shape[0], x.shape[3]
-    one = tirx.const(1 << bits, I64)
 
     def f(b, i, j, k):
-        y0, y1, wy = ty[0, i], ty[1, i], ty[2, i].astype(I64)
-        x0, x1, wx = tx[0, j], tx[1, j], tx[2, j].astype(I64)
-        top = (one - wx) * x[b, y0, x0, k].astype(I64) + wx * x[b, y0, x1, k].astype(I64)
-        bot = (one - wx) * x[b, y1, x0, k].astype(I64) + wx * x[b, y1, x1, k].astype(I64)
-        v = (one - wy) * top + wy * bot + tirx.const(1 << (2 * bits - 1), I64)
-        return (v >> tirx.const(2 * bits, I64)).astype(x.dtype)
+        return _bilinear(lambda yy, xx: x[b, yy, xx, k], ty, tx, i, j, bits, x.dtype)
 
     return te.compute((n, ty.shape[1], tx.shape[1], c), f, name="qresize_bilinear")
 
@@ -181,22 +181,31 @@ def qresize_nearest_np(x, iy, ix):
     return x[:, :, iy.astype(np.int64)][:, :, :, ix.astype(np.int64)]
 
 
-@register_reference("qresize_bilinear")
-def qresize_bilinear_np(x, ty, tx, *, bits):
+def _bilinear_np(x: np.ndarray, ty: np.ndarray, tx: np.ndarray, bits: int, axes: tuple[int, int]) -> np.ndarray:
+    """Numpy twin of :func:`_bilinear` over the H, W axes ``axes`` of ``x``."""
     x64 = x.astype(np.int64)
     ty = ty.astype(np.int64)
     tx = tx.astype(np.int64)
     one = np.int64(1) << bits
-    wy = ty[2][:, None]
-    wx = tx[2][None, :]
+    wshape = [1] * x.ndim
+    wshape[axes[0]] = -1
+    wy = ty[2].reshape(wshape)
+    wshape = [1] * x.ndim
+    wshape[axes[1]] = -1
+    wx = tx[2].reshape(wshape)
 
     def at(r: int, c: int) -> np.ndarray:
-        return x64[:, :, ty[r]][:, :, :, tx[c]]
+        return np.take(np.take(x64, ty[r], axis=axes[0]), tx[c], axis=axes[1])
 
     top = (one - wx) * at(0, 0) + wx * at(0, 1)
     bot = (one - wx) * at(1, 0) + wx * at(1, 1)
     v = (one - wy) * top + wy * bot + (np.int64(1) << (2 * bits - 1))
     return (v >> (2 * bits)).astype(x.dtype)
+
+
+@register_reference("qresize_bilinear")
+def qresize_bilinear_np(x, ty, tx, *, bits):
+    return _bilinear_np(x, ty, tx, bits, (2, 3))
 
 
 @register_reference("qresize_nearest_nhwc")
@@ -206,20 +215,7 @@ def qresize_nearest_nhwc_np(x, iy, ix):
 
 @register_reference("qresize_bilinear_nhwc")
 def qresize_bilinear_nhwc_np(x, ty, tx, *, bits):
-    x64 = x.astype(np.int64)
-    ty = ty.astype(np.int64)
-    tx = tx.astype(np.int64)
-    one = np.int64(1) << bits
-    wy = ty[2][None, :, None, None]
-    wx = tx[2][None, None, :, None]
-
-    def at(r: int, c: int) -> np.ndarray:
-        return x64[:, ty[r]][:, :, tx[c]]
-
-    top = (one - wx) * at(0, 0) + wx * at(0, 1)
-    bot = (one - wx) * at(1, 0) + wx * at(1, 1)
-    v = (one - wy) * top + wy * bot + (np.int64(1) << (2 * bits - 1))
-    return (v >> (2 * bits)).astype(x.dtype)
+    return _bilinear_np(x, ty, tx, bits, (1, 2))
 
 
 # -- layout conversion -----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
-from ..ops.irutil import Rebuilder
+from ..ops.irutil import Binding, Rebuilder
+from ..ops.registry import REGISTRY, PlanRule
 from ..qmath import QParams, quantize_weights_per_channel
 from .analysis import QuantPlan, Role
 
@@ -34,19 +35,16 @@ def qdq(bb: relax.BlockBuilder, x: relax.Expr, qp: QParams, name: str) -> relax.
     return bb.emit(R.dequantize(q, s, z, axis=-1, out_dtype="float32"), name + "_dq")
 
 
-def weight_shift(w: np.ndarray, w_hat: np.ndarray, input_mean: np.ndarray, op: str, groups: int = 1) -> np.ndarray:
+def weight_shift(w: np.ndarray, w_hat: np.ndarray, input_mean: np.ndarray, rule: PlanRule, call: relax.Call
+                 ) -> np.ndarray:
     """Expected output shift per output channel caused by replacing weights ``w`` by ``w_hat``.
 
-    ``sum_k (w_hat - w)[o, k] * E[x_k]`` with ``E[x]`` per input channel (``input_mean``). ``op`` is
-    ``"relax.nn.conv2d"`` (OIHW weights, ``groups`` groups) or ``"relax.matmul"`` (``(in, out)`` weights).
+    ``sum_k (w_hat - w)[o, k] * E[x_k]`` with ``E[x]`` per input channel (``input_mean``), as the anchor
+    op's plan rule (``rule.weight_shift``) contracts the weight error of ``call``.
     """
     d = w_hat.astype(np.float64) - w.astype(np.float64)
     m = np.asarray(input_mean, np.float64).reshape(-1)
-    if op == "relax.matmul":
-        return m @ d
-    o, i_per_group = d.shape[0], d.shape[1]
-    d = d.reshape(groups, o // groups, i_per_group, -1).sum(axis=3)
-    return np.einsum("goi,gi->go", d, m.reshape(groups, i_per_group)).reshape(o)
+    return rule.weight_shift(d, m, call)
 
 
 def dq_weight(w: np.ndarray, axis: int) -> relax.Expr:
@@ -91,7 +89,9 @@ class AnnotateQuantization:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         plan = self.plan
-        shifts: dict[str, np.ndarray] = {}  # group output -> expected shift to remove from the bias add
+        var2val = relax.analysis.get_var2val(mod["main"])
+        # group output -> (anchor binding, its plan rule, expected shift to remove from the bias add)
+        shifts: dict[str, tuple[Binding, PlanRule, np.ndarray]] = {}
 
         def on_start(rb: Rebuilder):
             for p in rb.func.params:
@@ -101,21 +101,23 @@ class AnnotateQuantization:
         def on_binding(rb: Rebuilder, b, value):
             op_plan = plan.ops.get(b.name)
             if op_plan is not None and op_plan.role is Role.ANCHOR:
+                rule = REGISTRY.plan_rule(b.op)
                 w = value.args[1].value.numpy()
-                axis = 0 if b.op == "relax.nn.conv2d" else 1
+                axis = rule.weight_axis
                 x = b.value.args[0]  # the original (float) input: means are keyed by its name
                 mean = self.input_means.get(x.name) if isinstance(x, relax.Var) else None
                 if mean is not None:
                     qw, scales = quantize_weights_per_channel(w, axis=axis)
                     shape = [1] * w.ndim
                     shape[axis] = -1
-                    groups = int(value.attrs.groups) if b.op == "relax.nn.conv2d" else 1
-                    shifts[op_plan.group_output] = weight_shift(
-                        w, qw.astype(np.float32) * scales.reshape(shape), np.asarray(mean), b.op, groups)
+                    shifts[op_plan.group_output] = (b, rule, weight_shift(
+                        w, qw.astype(np.float32) * scales.reshape(shape), np.asarray(mean), rule, value))
                 value = relax.Call(value.op, [value.args[0], dq_weight(w, axis)], value.attrs, value.ty_args)
-            elif (op_plan is not None and op_plan.role is Role.EPILOGUE and b.op == "relax.add"
-                  and op_plan.group_output in shifts):
-                value = _corrected_bias(value, shifts.pop(op_plan.group_output))
+            elif op_plan is not None and op_plan.role is Role.EPILOGUE and op_plan.group_output in shifts:
+                anchor, rule, shift = shifts[op_plan.group_output]
+                if rule.bias is not None and rule.bias(anchor, b, var2val):  # the group's bias add
+                    value = _corrected_bias(value, shift)
+                    del shifts[op_plan.group_output]
             quantized_here = plan.is_int(b.name) and not (
                 op_plan is not None and op_plan.role in (Role.ANCHOR, Role.EPILOGUE) and op_plan.group_output != b.name
             )
