@@ -300,6 +300,14 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
 SATURATION_GAIN = 0.9
 
 
+def _clip_to(alpha: float, beta: float, kind: RangeKind, lo: float, hi: float) -> tuple[float, float]:
+    """Clip a calibrated range to ``[lo, hi]``; a symmetric range stays symmetric (clipped to ``max(-lo, hi)``)."""
+    if kind is RangeKind.SYMMETRIC:
+        a = min(max(-alpha, beta), max(-lo, hi))
+        return -a, a
+    return max(alpha, lo), min(beta, hi)
+
+
 def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str,
                    outliers: dict[str, OutlierClip] | None = None) -> dict[str, QParams]:
     """Choose the range kind per quantization point (the hybrid rule) and its parameters.
@@ -351,20 +359,12 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
                 )
         alpha, beta = obs.compute_range(kind)
         if sat is not None:
-            if kind is RangeKind.SYMMETRIC:
-                a = min(max(-alpha, beta), max(-sat[0], sat[1]))
-                alpha, beta = -a, a
-            else:
-                alpha, beta = max(alpha, sat[0]), min(beta, sat[1])
+            alpha, beta = _clip_to(alpha, beta, kind, *sat)
             fns = sorted({plan.ops[t].reason.removeprefix("lookup table: ") for t in plan.lut_inputs[p]})
             rule += (f"; read only by lookup table(s) {', '.join(fns)}, which saturate outside "
                      f"[{sat[0]:.4g}, {sat[1]:.4g}] (observed [{obs.min:.4g}, {obs.max:.4g}]): range clipped there")
         if clip is not None:
-            if kind is RangeKind.SYMMETRIC:
-                a = min(max(-alpha, beta), max(-clip.lo, clip.hi))
-                alpha, beta = -a, a
-            else:
-                alpha, beta = max(alpha, clip.lo), min(beta, clip.hi)
+            alpha, beta = _clip_to(alpha, beta, kind, clip.lo, clip.hi)
             rule += "; outliers: " + clip.describe(obs.count)
         out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
     return out
