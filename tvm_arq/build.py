@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from .backends import ApplyDefaultSchedules, get_backend
 from .config import Calibrator, QuantConfig, Scheme
-from .frontend import bind_params
+from .frontend import prepare_module
 from .model import QuantizedModel
 from .quantize import quantize_module
 from .target import TargetInfo, resolve_target
@@ -23,12 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def prepare(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None) -> tvm.IRModule:
-    """Bind weights as constants and fold constant subexpressions (e.g. transposed Gemm weights)."""
-    if params:
-        mod = bind_params(mod, params)
-    mod = relax.transform.FoldConstant()(mod)
-    mod = relax.transform.DeadCodeElimination(["main"])(mod)
-    return mod
+    """Bind weights as constants and fold constant subexpressions (see :func:`~tvm_arq.frontend.prepare_module`)."""
+    return prepare_module(mod, params)
 
 
 def has_integer_kernels(mod: tvm.IRModule) -> bool:

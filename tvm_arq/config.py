@@ -69,6 +69,12 @@ class QuantConfig:
         as near-symmetric.
     skip_ops
         Relax op names (e.g. ``"relax.nn.conv2d"``) to keep in float.
+    exclude
+        Layers to keep in float, by name: an ONNX node name as :func:`tvm_arq.from_onnx` keeps it (the
+        name shown by ``tvm-arq report`` and :func:`tvm_arq.sensitivity`), a binding name of ``main``, or a
+        regular expression matched (``re.fullmatch``) against the layer names. They are listed in
+        ``model.fallbacks`` with the reason ``"excluded by the user"``. An entry that matches nothing is a
+        ``ValueError`` naming the closest layer names.
     bias_correction
         Remove the expected output shift of the weight rounding from every conv2d / dense bias, using the
         per-channel means of its input over the calibration set (all schemes; see
@@ -84,6 +90,7 @@ class QuantConfig:
     act_dtype: str | None = None
     symmetric_tolerance: float = 0.8
     skip_ops: tuple[str, ...] = field(default_factory=tuple)
+    exclude: tuple[str, ...] = field(default_factory=tuple)
     bias_correction: bool = True
     calibration_checks: bool = True
 
@@ -92,5 +99,10 @@ class QuantConfig:
         object.__setattr__(self, "calibrator", Calibrator(self.calibrator))
         if self.act_dtype not in (None, "int8", "uint8"):
             raise ValueError(f"act_dtype must be 'int8', 'uint8' or None, got {self.act_dtype!r}")
+        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        for e in exclude:
+            if not isinstance(e, str) or not e:
+                raise ValueError(f"exclude entries must be non-empty layer names or regexes, got {e!r}")
+        object.__setattr__(self, "exclude", exclude)
         if not 0.0 < self.symmetric_tolerance <= 1.0:
             raise ValueError("symmetric_tolerance must be in (0, 1]")

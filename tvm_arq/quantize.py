@@ -385,7 +385,7 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
                     progress: bool = True) -> QuantizationResult:
     """Quantize a float module (constants bound) to an integer module."""
     input_specs(mod)  # a dynamic input shape is the reason, not "nothing to quantize"
-    plan = plan_quantization(mod, config.skip_ops)
+    plan = plan_quantization(mod, config.skip_ops, config.exclude)
     if not plan.points:
         raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "
                          "build it with scheme='float' to compile it unquantized")

@@ -23,7 +23,7 @@ weight; :func:`bind_params` (:mod:`.params`) binds the weights back as constants
 from .canonicalize import canonicalize_clip
 from .loader import FrontendError, ModelLike, load_onnx
 from .onnx_import import from_onnx
-from .params import bind_params
+from .params import bind_params, prepare_module
 from .shapes import ShapeLike
 from .simplify import MAX_FOLD_BYTES, simplify_onnx
 
@@ -36,5 +36,6 @@ __all__ = [
     "canonicalize_clip",
     "from_onnx",
     "load_onnx",
+    "prepare_module",
     "simplify_onnx",
 ]

@@ -15,6 +15,7 @@ from tvm import relax
 from .canonicalize import canonicalize_clip
 from .graph import DEFAULT_DOMAINS, UniqueNames, iter_nodes, replace_uses
 from .loader import FrontendError, ModelLike, load_onnx
+from .naming import import_named
 from .shapes import ShapeLike
 from .simplify import MAX_FOLD_BYTES, simplify_proto
 
@@ -130,7 +131,9 @@ def from_onnx(
     mod : tvm.IRModule
         ``main`` takes the data inputs first (attribute ``num_input`` gives their
         count, their names are the ONNX input names sanitized by TVM: ``.`` becomes
-        ``_``), then one tensor parameter per weight.
+        ``_``), then one tensor parameter per weight. Its bindings carry the ONNX node names
+        (:mod:`tvm_arq.frontend.naming`): the output of node ``N`` is bound to a variable named
+        ``N``, the node's inner bindings to ``N::<op>``.
     params : dict of str to numpy.ndarray
         Weight values keyed by the Relax parameter names of ``main``; pass them to
         :func:`bind_params`.
@@ -153,17 +156,11 @@ def from_onnx(
         )
     dtypes = {vi.name: _tensor_elem_dtype(vi) for vi in prepared.graph.input}
     from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.onnx import from_onnx as tvm_from_onnx
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            mod = tvm_from_onnx(
-                prepared,
-                shape_dict={k: list(v) for k, v in shapes.items()},
-                dtype_dict=dtypes,
-                keep_params_in_input=True,
-            )
+            mod = import_named(prepared, {k: list(v) for k, v in shapes.items()}, dtypes)
     except Exception as err:
         node = _failing_node(err)
         where = f" while converting {node.op_type} node {node.name!r}" if node is not None else ""

@@ -8,7 +8,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = ["bind_params"]
+__all__ = ["bind_params", "prepare_module"]
 
 
 def bind_params(
@@ -62,3 +62,15 @@ def bind_params(
             raise ValueError(f"parameter {key!r} expects dtype {ty.dtype}, got {tensor.dtype}")
         binding[var] = tensor
     return relax.transform.BindParams(func_name, binding)(mod)
+
+
+def prepare_module(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None) -> tvm.IRModule:
+    """Bind weights as constants and fold constant subexpressions (e.g. transposed Gemm weights).
+
+    This is the float module every quantization step plans on (``build``, ``sensitivity``).
+    """
+    if params:
+        mod = bind_params(mod, params)
+    mod = relax.transform.FoldConstant()(mod)
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)
+    return mod

@@ -28,12 +28,15 @@ softmax
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
+from ..frontend.naming import layer_of
 from ..ops import REGISTRY
 from ..ops.elementwise import EVALUATORS, Region, grow_region, nonneg_on_probe, region_name
 from ..ops.irutil import Binding, bindings_of, check_unique_names, tensor_dtype, tensor_shape, uses
@@ -95,14 +98,48 @@ def _rule(b: Binding) -> PlanRule | None:
     return REGISTRY.plan_rule(b.op)
 
 
-def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> QuantPlan:
+EXCLUDED = "excluded by the user"
+
+
+def excluded_bindings(bs: list[Binding], exclude: tuple[str, ...]) -> set[str]:
+    """Names of the bindings that ``QuantConfig.exclude`` keeps in float.
+
+    An entry matches a binding whose name or layer name (:func:`~tvm_arq.frontend.naming.layer_of`) equals
+    it, or whose layer name it fully matches as a regular expression. An entry that matches nothing raises
+    ``ValueError`` naming the closest layer names (``difflib``).
+    """
+    out: set[str] = set()
+    layers = {b.name: layer_of(b.name) for b in bs}
+    for entry in exclude:
+        hit = {n for n, lay in layers.items() if entry in (n, lay)}
+        if not hit:
+            try:
+                rx = re.compile(entry)
+            except re.error:
+                rx = None
+            if rx is not None:
+                hit = {n for n, lay in layers.items() if rx.fullmatch(lay)}
+        if not hit:
+            names = sorted(set(layers.values()))
+            close = difflib.get_close_matches(entry, names, n=5, cutoff=0.5)
+            hint = f"; closest layer names: {', '.join(repr(c) for c in close)}" if close else ""
+            shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ValueError(f"QuantConfig(exclude=...): no layer is named or matches {entry!r}{hint} "
+                             f"(the model's {len(names)} layers: {shown})")
+        out |= hit
+    return out
+
+
+def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> QuantPlan:
     """Compute the :class:`QuantPlan` of ``mod["main"]`` (a float module with constants bound).
 
-    The per-op decisions come from the planner rules of :data:`tvm_arq.ops.REGISTRY`.
+    The per-op decisions come from the planner rules of :data:`tvm_arq.ops.REGISTRY`. Ops in ``skip_ops``
+    and the layers named by ``exclude`` (:func:`excluded_bindings`) stay in float.
     """
     func = mod["main"]
     check_unique_names(func)
     bs = bindings_of(func)
+    excluded = excluded_bindings(bs, exclude) if exclude else set()
     by_name = {b.name: b for b in bs}
     users = uses(func)
     var2val = relax.analysis.get_var2val(func)
@@ -165,10 +202,14 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
         tail = head
         members = [head]
         nxt = single_user(tail.name)
+        if nxt is not None and nxt.name in excluded:
+            return members
         if rule.bias is not None and nxt is not None and rule.bias(head, nxt, var2val):
             tail = nxt
             members.append(nxt)
             nxt = single_user(tail.name)
+            if nxt is not None and nxt.name in excluded:
+                return members
         act = _rule(nxt) if nxt is not None else None
         if act is not None and act.epilogue and not act.check(nxt, var2val):
             members.append(nxt)
@@ -193,7 +234,8 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
     claimed: set[str] = set()
     for b in bs:
         r = _rule(b)
-        if r is not None and r.kind is Kind.GROUP and b.op not in skip_ops and not r.check(b, var2val):
+        if r is not None and r.kind is Kind.GROUP and b.op not in skip_ops and b.name not in excluded \
+                and not r.check(b, var2val):
             claimed.update(m.name for m in group_members(b, r))
 
     # -- pre-pass 2: single-input element-wise subgraphs, matched whole from their output backwards --
@@ -201,7 +243,7 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
 
     def absorbable(v: relax.Var) -> bool:
         return v.name in by_name and v.name not in claimed and v.name not in lut_of and \
-            by_name[v.name].op not in skip_ops
+            by_name[v.name].op not in skip_ops and v.name not in excluded
 
     for b in reversed(bs):
         if b.op not in EVALUATORS or not absorbable(b.var):
@@ -243,6 +285,11 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
                 if sp is not None and tuple_pass(sp.name):
                     glue.add(b.name)
             plan.ops[b.name] = OpPlan(b.name, None, Role.FLOAT)
+            continue
+        if b.name in excluded:
+            plan.ops[b.name] = OpPlan(b.name, op, Role.FLOAT, reason=EXCLUDED)
+            if b.name == layer_of(b.name):  # one entry per layer: its output binding
+                plan.fallbacks.append((b.name, op, EXCLUDED))
             continue
         if op in skip_ops:
             plan.ops[b.name] = OpPlan(b.name, op, Role.FLOAT, reason="skipped by configuration")
@@ -292,10 +339,11 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = ()) -> Quan
         inside = {m.name for t in tails for m in plan.luts[t].members}
         if not users.get(leaf) or not all(u in inside for u in users[leaf]):
             del plan.lut_inputs[leaf]
-    if plan.fallbacks:
+    if any(r != EXCLUDED for _n, _op, r in plan.fallbacks):
         counts: dict[str, int] = {}
-        for _n, op, _r in plan.fallbacks:
-            counts[op] = counts.get(op, 0) + 1
+        for _n, op, r in plan.fallbacks:
+            if r != EXCLUDED:
+                counts[op] = counts.get(op, 0) + 1
         logger.warning(
             "ops without an integer implementation run in float between dequantize/quantize: %s",
             ", ".join(f"{op} x{c}" for op, c in sorted(counts.items())),
