@@ -95,7 +95,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         _check_writable(args.qparams)
     mod, params = _import(args)
     cal = _calibration(args, mod) if args.scheme != "float" else None
-    m = tvm_arq.build(mod, params, args.target, calibration=cal, scheme=args.scheme, calibrator=args.calibrator)
+    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+    m = tvm_arq.build(mod, params, args.target, calibration=cal, config=config)
     out = save_model(m, args.output, extra={"model": str(args.model)})
     print(m.summary())
     if args.qparams:
@@ -279,7 +280,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     schemes = [args.scheme] + [s for s in args.compare if s != args.scheme]
     reports: dict[str, QuantReport] = {}
     for scheme in dict.fromkeys(schemes):
-        m = tvm_arq.build(mod, params, args.target, calibration=cal, scheme=scheme, calibrator=args.calibrator)
+        config = tvm_arq.QuantConfig(scheme=scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+        m = tvm_arq.build(mod, params, args.target, calibration=cal, config=config)
         reports[scheme] = report(m, data, max_samples=args.max_samples)
     print(reports[args.scheme].to_text())
     if len(reports) > 1:
@@ -292,6 +294,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.png:
         plot_sqnr(reports, args.png)
         print(f"wrote {args.png}")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """``tvm-arq sensitivity``: rank the layers by their contribution to the output error."""
+    import tvm_arq
+
+    for out in (args.json, args.png):
+        if out:
+            _check_writable(out)
+    mod, params = _import(args)
+    cal = _calibration(args, mod)
+    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+    res = tvm_arq.sensitivity(mod, params, cal, config=config, samples=args.samples)
+    print(res.table(top=args.top))
+    top = res.layers[0]
+    print("exclude the top layer: " + " ".join(f"--exclude {n!r}" for n in top.exclude))
+    if args.json:
+        res.save_json(args.json)
+        print(f"wrote {args.json}")
+    if args.png:
+        try:
+            res.plot(args.png, top=args.top)
+            print(f"wrote {args.png}")
+        except ImportError as e:
+            logger.warning("no PNG written: %s", e)
     return 0
 
 
@@ -351,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scheme", default="hybrid", choices=["hybrid", "symmetric", "asymmetric", "float"])
         p.add_argument("--calibrator", default="minmax", choices=[c.value for c in Calibrator])
 
+    def exclude_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                       help="keep this layer in float: an ONNX node name as `tvm-arq report`/`sensitivity` show "
+                            "it, or a regex (repeatable)")
+
     def tuning_args(p: argparse.ArgumentParser, default_trials: int) -> None:
         p.add_argument("--trials", type=_nonneg if default_trials == 0 else _positive, default=default_trials,
                        help=f"MetaSchedule trials per model (default: {default_trials}"
@@ -383,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "x86-vnni or 'llvm -mtriple=...' (default: host)")
     model_args(b)
     b.add_argument("--qparams", help="write per-tensor quantization parameters (JSON)")
+    exclude_arg(b)
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("compare", parents=[common], help="fp32 vs symmetric vs hybrid: accuracy and latency",
@@ -449,7 +483,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report this scheme (repeatable) and print a side-by-side table")
     r.add_argument("--json", help="write {label: report} as JSON")
     r.add_argument("--png", help="write a PNG of SQNR by layer")
+    exclude_arg(r)
     r.set_defaults(func=cmd_report)
+
+    se = sub.add_parser("sensitivity", parents=[common], help="rank layers by their contribution to output error",
+                        description="For every quantizable layer: the output error with only that layer quantized "
+                                    "and with only that layer left in float (one calibration pass, variants run "
+                                    "on the numpy integer reference). Most sensitive first.")
+    se.add_argument("model", help="ONNX file")
+    model_args(se, calibration_required=True, scheme=False)
+    se.add_argument("--scheme", default="hybrid", choices=["hybrid", "symmetric", "asymmetric"])
+    se.add_argument("--samples", type=_positive, default=8, metavar="N",
+                    help="evaluate every variant on the first N calibration samples (default: 8)")
+    se.add_argument("--top", type=_positive, default=None, metavar="N", help="show (and plot) the top N layers")
+    exclude_arg(se)
+    se.add_argument("--json", metavar="OUT.json", help="also write the ranking as JSON")
+    se.add_argument("--png", metavar="OUT.png", help="also write a bar chart (needs matplotlib)")
+    se.set_defaults(func=cmd_sensitivity)
 
     bd = sub.add_parser("board", help="emulated dev boards (qemu-user + TVM runtime + RPC server) on loopback",
                         add_help=False)

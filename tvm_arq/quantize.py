@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tvm
@@ -221,7 +222,8 @@ def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
 
 def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config: QuantConfig,
               progress: bool = True, input_means: dict[str, ChannelMean] | None = None,
-              outliers: dict[str, OutlierClip] | None = None) -> dict:
+              outliers: dict[str, OutlierClip] | None = None,
+              on_output: Callable[[int, Any], None] | None = None) -> dict:
     """Run the float module over ``calibration`` and stream every quantization point into an observer.
 
     Returns ``{point name: observer}``. Memory stays bounded: one sample's activations at a time.
@@ -234,6 +236,9 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
       naming the input: every range would collapse and the model would ignore its input;
     - if ``outliers`` (a dict) is given, it receives the points whose range is dominated by a few outlier
       samples (:func:`find_outliers`), with a warning naming the tensor and the samples.
+
+    ``on_output(i, output)``, if given, receives the float model's output on sample ``i`` (a VM result:
+    a tensor or a tuple), computed by the same run.
     """
     specs = input_specs(mod)
     from .calibrate import make_observer
@@ -261,6 +266,8 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
             if a.size:
                 in_lo[k], in_hi[k] = min(in_lo[k], float(a.min())), max(in_hi[k], float(a.max()))
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+        if on_output is not None:
+            on_output(i, res[0])
         for j, p in enumerate(plan.points):
             arr = res[j + 1].numpy()
             try:

@@ -34,12 +34,15 @@ class ReferenceInterpreter:
     ----------
     mod
         Output of :class:`~tvm_arq.passes.RealizeInteger` (before any TVM lowering).
+    float_cache
+        Compiled float ops, keyed by the structure of the one-op function (its operands are parameters): pass
+        the same dict to several interpreters to compile each distinct float op once (one thread at a time).
     """
 
-    def __init__(self, mod: tvm.IRModule):
+    def __init__(self, mod: tvm.IRModule, float_cache: dict | None = None):
         self.mod = mod
         self.func = mod["main"]
-        self._float_cache: dict = {}
+        self._float_cache: dict = {} if float_cache is None else float_cache
         self.unsupported_calls: list[str] = []
 
     def _eval(self, expr, env):
@@ -89,13 +92,14 @@ class ReferenceInterpreter:
                 args.append(self._eval(a, env))
             else:
                 new_args.append(a)
-        key = tvm_ffi.structural_hash(call)
+        bb = relax.BlockBuilder()
+        with bb.function("main", params):
+            out = bb.emit(relax.Call(call.op, new_args, call.attrs, call.ty_args))
+            bb.emit_func_output(out)
+        one_op = bb.get()
+        key = tvm_ffi.structural_hash(one_op["main"])
         if key not in self._float_cache:
-            bb = relax.BlockBuilder()
-            with bb.function("main", params):
-                out = bb.emit(relax.Call(call.op, new_args, call.attrs, call.ty_args))
-                bb.emit_func_output(out)
-            ex = tvm.compile(bb.get(), target="llvm")
+            ex = tvm.compile(one_op, target="llvm")
             self._float_cache[key] = relax.VirtualMachine(ex, tvm.cpu())
         vm = self._float_cache[key]
         res = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args])
