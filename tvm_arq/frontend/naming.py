@@ -6,7 +6,7 @@ importer node by node, remembers the Relax variable holding each node's output, 
 bindings:
 
 - the binding holding the (first) output of ONNX node ``N`` is named ``N`` exactly (for a node without a
-  name: its first output tensor's name); output ``i >= 1`` of a multi-output node is ``N::out<i>``;
+  name: its first output tensor's name; a ``::`` inside the name becomes ``:``); output ``i >= 1`` of a multi-output node is ``N::out<i>``;
 - every other binding the importer emitted for ``N`` (the ``conv2d`` before the bias ``add`` of a ``Conv``
   with bias, the ``clip`` and ``divide`` inside a ``HardSwish``) is ``N::<op>`` (``N::conv2d``,
   ``N::clip``, with ``_2``, ``_3`` ... when one op occurs twice in a node).
@@ -39,9 +39,9 @@ def layer_of(name: str) -> str:
 
 
 def _node_label(node: onnx.NodeProto) -> str:
-    if node.name:
-        return node.name
-    return next((o for o in node.output if o), node.op_type)
+    """The node's name (else its first output's name), with :data:`LAYER_SEP` replaced by ``:``."""
+    label = node.name or next((o for o in node.output if o), node.op_type)
+    return label.replace(LAYER_SEP, ":")
 
 
 def import_named(model: onnx.ModelProto, shape_dict: dict[str, list], dtype_dict: dict[str, str]) -> tvm.IRModule:
