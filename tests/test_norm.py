@@ -62,7 +62,7 @@ def _ints(draw, shape, dtype):
 # -- kernels vs numpy twins ------------------------------------------------------------------------
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=8)
 @given(data=st.data())
 def test_qnorm_bitexact(data):
     d = data.draw
