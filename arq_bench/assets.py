@@ -171,6 +171,14 @@ ASSETS: dict[str, Asset] = {
             description="PP-OCRv4 DBNet text detector",
         ),
         Asset(
+            "ppocr_rec",
+            "rapidocr-onnxruntime",
+            "1.4.4",
+            ("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",),
+            digest="d60761ce15baf11669d845fca4008c8107ad078f2891dc1d17d3a1dcf7dd687f",
+            description="PP-OCRv4 text recognizer (SVTR-style: attention + LayerNorm, CTC head), 1x3x48x320",
+        ),
+        Asset(
             "yolox_tiny",
             "ddddocr",
             "1.6.1",

@@ -27,7 +27,7 @@ from .ops.elementwise import saturation_interval
 from .ops.irutil import bindings_of, tensor_shape
 from .ops.registry import REGISTRY
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
-from .passes.analysis import QuantPlan, Role, plan_quantization
+from .passes.analysis import QuantPlan, Role, plan_quantization, recognize_blocks
 from .qmath import QParams, choose_qparams
 
 logger = logging.getLogger(__name__)
@@ -392,6 +392,7 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
                     progress: bool = True) -> QuantizationResult:
     """Quantize a float module (constants bound) to an integer module."""
     input_specs(mod)  # a dynamic input shape is the reason, not "nothing to quantize"
+    mod = recognize_blocks(mod)
     plan = plan_quantization(mod, config.skip_ops, config.exclude)
     if not plan.points:
         raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "

@@ -41,7 +41,7 @@ from .frontend.naming import layer_of
 from .frontend.params import prepare_module
 from .ops.reference import ReferenceInterpreter
 from .passes import AnnotateQuantization, RealizeInteger
-from .passes.analysis import QuantPlan, Role, plan_quantization
+from .passes.analysis import QuantPlan, Role, plan_quantization, recognize_blocks
 from .quantize import ChannelMean, OutlierClip, calibrate, input_specs, normalize_sample, select_qparams
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         raise ValueError("sensitivity needs a quantized scheme, not 'float'")
     if samples < 1:
         raise ValueError("samples must be >= 1")
-    fmod = prepare_module(mod, params)
+    fmod = recognize_blocks(prepare_module(mod, params))
     specs = input_specs(fmod)
     data = list(calibration)
     base = plan_quantization(fmod, config.skip_ops, config.exclude)

@@ -14,11 +14,14 @@ from . import (  # noqa: F401  (imported for their registrations)
     lut,
     movement,
     mul,
+    norm,
     pad,
-    pool,
+    pool,  # before reduce: its realize rule takes the H, W mean first
     qdq,
+    reduce,
     resize,
     softmax,
+    sub,
 )
 from .reference import ReferenceInterpreter
 from .registry import REGISTRY, Role, emit_kernel

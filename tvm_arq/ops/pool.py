@@ -47,18 +47,16 @@ def _adaptive_ok(b, shp) -> str:
     return ""
 
 
-def _mean_ok(b, shp) -> str:
-    v = b.value
-    axes = sorted(int(a) % len(shp) for a in v.attrs.axis) if v.attrs.axis is not None else None
-    if len(shp) != 4 or axes != [2, 3] or not bool(v.attrs.keepdims):
-        return "only mean over H, W with keepdims"
-    return ""
+def is_mean_hw(call: relax.Call, shp) -> bool:
+    """``call`` is a mean over H, W of a 4-D tensor with keepdims (global average pooling)."""
+    axes = sorted(int(a) % len(shp) for a in call.attrs.axis) if call.attrs.axis is not None else None
+    return len(shp) == 4 and axes == [2, 3] and bool(call.attrs.keepdims)
 
 
 register_plan(PlanRule(("relax.nn.max_pool2d",), Kind.PASS, check=pass_check(_pool_ok), exact=lambda b: True))
 register_plan(PlanRule(("relax.nn.avg_pool2d",), Kind.PASS, check=pass_check(_pool_ok)))
 register_plan(PlanRule(("relax.nn.adaptive_avg_pool2d",), Kind.PASS, check=pass_check(_adaptive_ok)))
-register_plan(PlanRule(("relax.mean",), Kind.PASS, check=pass_check(_mean_ok)))
+# relax.mean on any axes is planned by tvm_arq.ops.reduce; its H, W case is realized here
 
 
 # -- realize ---------------------------------------------------------------------------------------
@@ -87,6 +85,8 @@ def realize_avgpool(ctx: RealizeContext, call: relax.Call, x, qin: Quant, out: Q
 
 @register_realize(Stage.PASS, ops=("relax.nn.adaptive_avg_pool2d", "relax.mean"))
 def realize_mean(ctx: RealizeContext, call: relax.Call, x, qin: Quant, out: Quant):
+    if call.op.name == "relax.mean" and not is_mean_hw(call, tensor_shape(call.args[0])):
+        return None  # other axes: tvm_arq.ops.reduce
     qlo, qhi = out.range
     return emit_kernel(ctx.bb, "qmean_hw", [x], {"zp": qin.zp, "qlo": qlo, "qhi": qhi})
 
@@ -360,4 +360,4 @@ def convert_mean(ctx, name: str, args: list, p: dict) -> bool:
     return True
 
 
-__all__ = ["qavgpool2d_nchw", "qavgpool2d_nhwc", "qmaxpool2d_nchw", "qmaxpool2d_nhwc", "qmean_hw", "qmean_hw_nhwc"]
+__all__ = ["is_mean_hw", "qavgpool2d_nchw", "qavgpool2d_nhwc", "qmaxpool2d_nchw", "qmaxpool2d_nhwc", "qmean_hw", "qmean_hw_nhwc"]

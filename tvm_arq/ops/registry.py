@@ -13,7 +13,9 @@ An op family (one module of :mod:`tvm_arq.ops`) registers, with the decorators b
   (an own conversion function, or :class:`Agnostic` with its axis parameters remapped; unregistered
   kernels are NCHW-only and get their inputs transposed back);
 - :func:`register_relax_reference` -- numpy evaluation of a plain Relax op the integer module keeps
-  (reshape, slicing ...).
+  (reshape, slicing ...);
+- :func:`register_rewrite` -- a float-to-float graph rewrite run before planning that recognizes a block
+  spread over several Relax ops (a decomposed LayerNorm) and replaces it by the one op the family plans.
 
 The drivers (:mod:`tvm_arq.passes.analysis`, :mod:`tvm_arq.passes.realize`, :mod:`tvm_arq.passes.layout`,
 :mod:`tvm_arq.ops.reference`) iterate :data:`REGISTRY` and know no op by name.
@@ -46,6 +48,8 @@ class Role(str, enum.Enum):
     LUT = "lut"              # member of a single-input element-wise subgraph realized as a table
     MUL = "mul"              # element-wise product of two quantized tensors
     SOFTMAX = "softmax"      # integer softmax (exp table, integer normalization)
+    NORM = "norm"            # integer LayerNorm / RMS norm (integer mean, variance and square root)
+    REDUCE = "reduce"        # integer sum along axes (new scale)
     PASS = "pass"
     FLOAT = "float"
 
@@ -217,6 +221,7 @@ class Registry:
     kernels: dict[str, KernelDef] = field(default_factory=dict)
     relax_layout: dict[str, Callable] = field(default_factory=dict)
     relax_reference: dict[str, Callable] = field(default_factory=dict)
+    rewrites: list[Callable] = field(default_factory=list)
 
     def plan_rule(self, op: str | None) -> PlanRule | None:
         return self.plan_rules.get(op) if op is not None else None
@@ -329,6 +334,13 @@ def register_relax_reference(*ops: str) -> Callable:
     return deco
 
 
+def register_rewrite(fn: Callable) -> Callable:
+    """Decorator: a block recognizer ``fn(mod) -> mod`` (float module in, equivalent float module out), run on
+    the float module before planning, in registration order."""
+    REGISTRY.rewrites.append(fn)
+    return fn
+
+
 # -- emission --------------------------------------------------------------------------------------
 
 
@@ -349,4 +361,5 @@ __all__ = [
     "OPAQUE", "REGISTRY", "Agnostic", "KernelDef", "Kind", "PlanRule", "Quant", "RealizeRule", "Registry", "Role",
     "Stage", "TableEpilogue", "emit_kernel", "register_epilogue", "register_kernel", "register_layout",
     "register_plan", "register_realize", "register_reference", "register_relax_layout", "register_relax_reference",
+    "register_rewrite",
 ]

@@ -98,6 +98,14 @@ def _rule(b: Binding) -> PlanRule | None:
     return REGISTRY.plan_rule(b.op)
 
 
+def recognize_blocks(mod: tvm.IRModule) -> tvm.IRModule:
+    """Apply the block recognizers of :data:`tvm_arq.ops.REGISTRY` (float -> equivalent float module, e.g. a
+    decomposed LayerNorm -> ``R.nn.layer_norm``); run before :func:`plan_quantization`."""
+    for fn in REGISTRY.rewrites:
+        mod = fn(mod)
+    return mod
+
+
 EXCLUDED = "excluded by the user"
 
 
