@@ -22,6 +22,7 @@ from tvm import relax
 
 import tvm_arq
 from tests.graphs import Spec, build_graph, calibration_set
+from tests.helpers import assert_not_hung
 from tvm_arq.deploy import (
     DeployError,
     EmulatedBoard,
@@ -264,11 +265,11 @@ def test_rvv_model_on_board_without_vector_unit_fails_clearly(quantized, mod_and
     _, cal = mod_and_data
     model = quantized("riscv64-rvv")
     with EmulatedBoard("riscv64") as b:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         with pytest.raises(DeployError) as err:
             remote = deploy(model, rpc=b.address, timeout=60)
             remote.run(cal[0])
-        assert time.perf_counter() - t0 < 60
+        assert_not_hung(t0, 60, "a SIGILL session")
         assert b.address in str(err.value)
         assert b.is_running(), "a crashing session must not take the board down"
         assert wait_for(lambda: "illegal instruction" in b.log_tail(50), timeout=10), b.log_tail(50)
@@ -315,10 +316,10 @@ def test_deploy_through_tracker_with_two_boards(tracker, quantized, mod_and_data
 
 
 def test_unknown_tracker_key_fails_fast(tracker, quantized) -> None:
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     with pytest.raises(DeployError) as err:
         deploy(quantized("aarch64"), tracker=tracker.address, key="no-such-board", timeout=30)
-    assert time.perf_counter() - t0 < 30
+    assert_not_hung(t0, 30, "a request for an unknown key")
     msg = str(err.value)
     assert tracker.address in msg and "no-such-board" in msg and "no board is registered" in msg
     assert err.value.key == "no-such-board" and err.value.host == tracker.address
@@ -337,10 +338,10 @@ def test_unreachable_tracker_and_board_fail_fast(quantized) -> None:
 def test_busy_board_times_out_instead_of_blocking(tracker, quantized) -> None:
     with EmulatedBoard("aarch64", tracker=tracker.address, key="emu-busy"):
         first = deploy(quantized("aarch64"), tracker=tracker.address, key="emu-busy", timeout=120)
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         with pytest.raises(DeployError, match="busy") as err:
             deploy(quantized("aarch64"), tracker=tracker.address, key="emu-busy", timeout=5)
-        assert time.perf_counter() - t0 < 20
+        assert_not_hung(t0, 5, "a request for a busy board")
         assert "emu-busy" in str(err.value)
         first.close()
 
@@ -354,16 +355,16 @@ def test_killed_board_gives_clear_error_within_timeout(tracker, quantized, mod_a
         remote = deploy(model, tracker=tracker.address, key="emu-doomed", timeout=20)
         np.testing.assert_array_equal(remote.run(cal[0]), model.run(cal[0]))
         board.kill()  # the board dies during the session
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         with pytest.raises(DeployError) as err:
             remote.run(cal[0])
-        assert time.perf_counter() - t0 < 25
+        assert_not_hung(t0, 20, "a run on a killed board")
         assert "emu-doomed" in str(err.value) and tracker.address in str(err.value)
         # a new deployment to the dead board's key fails clearly too, within the time-out
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         with pytest.raises(DeployError) as err:
             deploy(model, tracker=tracker.address, key="emu-doomed", timeout=10, connect_timeout=5)
-        assert time.perf_counter() - t0 < 30
+        assert_not_hung(t0, 10, "a deployment to a dead board")
         assert "emu-doomed" in str(err.value)
     finally:
         board.stop()
@@ -379,10 +380,10 @@ def test_hung_board_times_out(quantized, mod_and_data) -> None:
         remote = deploy(model, rpc=b.address, timeout=8)
         os.killpg(b.pid, signal.SIGSTOP)
         try:
-            t0 = time.perf_counter()
+            t0 = time.monotonic()
             with pytest.raises(DeployError, match="time-out") as err:
                 remote.run(cal[0])
-            assert 7 < time.perf_counter() - t0 < 20
+            assert_not_hung(t0, 8, "a run on a stopped board")
             assert b.address in str(err.value)
         finally:
             os.killpg(b.pid, signal.SIGCONT)
