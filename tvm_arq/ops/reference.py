@@ -104,12 +104,17 @@ class ReferenceInterpreter:
         return tuple(r.numpy() for r in res)
 
     def run(self, *inputs: np.ndarray):
+        """The output of ``main`` for ``inputs``."""
+        return self.trace(*inputs)[1]
+
+    def trace(self, *inputs: np.ndarray) -> tuple[dict[str, object], object]:
+        """(value of every parameter and binding by name, the output) of ``main`` for ``inputs``."""
         env: dict[str, object] = {}
         for p, x in zip(self.func.params, inputs, strict=True):
             env[p.name] = np.asarray(x)
         for b in bindings_of(self.func):
             env[b.name] = self._eval(b.value, env)
-        return self._eval(self.func.body.body, env)
+        return env, self._eval(self.func.body.body, env)
 
 
 __all__ = ["ReferenceInterpreter"]
