@@ -42,7 +42,7 @@ from .target import TargetInfo, resolve_target
 logger = logging.getLogger(__name__)
 
 __all__ = ["DebugProgram", "TensorCheck", "VerifyReport", "compare_tensors", "debug_build", "verify_host",
-           "verify_on_board"]
+           "verify_on_board", "verify_remote"]
 
 _INT_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64")
 
@@ -398,12 +398,24 @@ def verify_on_board(program: DebugProgram, samples: Sequence[Sequence[np.ndarray
     """
     from .deploy import deploy
 
-    reports = []
     with deploy(program, **connection) as remote:
-        for sample in samples:
-            arrays = _inputs([sample] if isinstance(sample, np.ndarray) else sample)
-            out = remote.run(*arrays)
-            reports.append(compare_tensors(program, list(out), arrays, remote.board))
+        return verify_remote(program, remote, samples)
+
+
+def verify_remote(program: DebugProgram, remote: Any, samples: Sequence[Sequence[np.ndarray] | np.ndarray]
+                  ) -> list[VerifyReport]:
+    """Like :func:`verify_on_board`, on ``remote``: the debug program already deployed (``deploy(program)``).
+
+    Returns
+    -------
+    list of VerifyReport
+        One per sample.
+    """
+    reports = []
+    for sample in samples:
+        arrays = _inputs([sample] if isinstance(sample, np.ndarray) else sample)
+        out = remote.run(*arrays)
+        reports.append(compare_tensors(program, list(out), arrays, str(remote.board)))
     return reports
 
 
