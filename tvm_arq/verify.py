@@ -15,7 +15,10 @@ that differs, the op and kernel that wrote it, how many elements differ and wher
 
 The reference of the converted module is also compared with the reference of the unconverted module on the
 model's outputs, so an error in a layout twin does not hide behind an identical error in the kernel.
-Tensors of float fallback ops are outside the integer contract and are not compared (the report counts them).
+Tensors of float fallback ops (including float data movement before the first quantize) are outside the
+integer contract and are not compared (the report counts them): the reference takes the program's values for
+them, because TVM's float code inside the module and compiled on its own can differ in the last bit, and a
+quantize right after such an op then differs by one level.
 """
 
 from __future__ import annotations
@@ -59,11 +62,15 @@ class ProbedTensor:
         What wrote it: the ``tvm_arq`` kernel family (``arq.op``) or the Relax op name.
     kernel
         The PrimFunc called (``call_tir``), or ``""`` for a plain Relax op.
+    checked
+        ``False`` for a float fallback tensor: outside the integer contract, not compared; the reference
+        takes the program's value of it, so the integer tensors computed from it are compared on equal inputs.
     """
 
     name: str
     op: str
     kernel: str
+    checked: bool = True
 
 
 @dataclass
@@ -90,6 +97,8 @@ class DebugProgram:
         Names of tensors not checked (float fallback ops).
     tuned
         Whether a tuning database supplied the schedules.
+    runs_on
+        Where the compiled program runs: :attr:`target`, or this machine for a ``host_copy``.
     """
 
     ir: tvm.IRModule
@@ -100,6 +109,11 @@ class DebugProgram:
     tensors: tuple[ProbedTensor, ...]
     skipped: tuple[str, ...]
     tuned: bool = False
+    runs_on: TargetInfo | None = None
+
+    def __post_init__(self) -> None:
+        if self.runs_on is None:
+            self.runs_on = self.target
 
 
 @dataclass(frozen=True)
@@ -183,7 +197,8 @@ class VerifyReport:
         """A summary line, then the first mismatch and the count of differing tensors."""
         n_bad = sum(not c.ok for c in self.checks)
         head = (f"{self.where} ({self.target}): {len(self.checks) - n_bad}/{len(self.checks)} tensors bit-exact"
-                + (f", {len(self.skipped)} float fallback tensor(s) not compared" if self.skipped else ""))
+                + (f", {len(self.skipped)} float fallback tensor(s) not compared (the reference takes the "
+                   "program's values for them)" if self.skipped else ""))
         first = self.first_mismatch
         if first is None:
             return head
@@ -229,10 +244,10 @@ def _probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, tuple[ProbedTensor, 
             alias[b.name] = alias.get(b.value.name, b.value.name)
             continue
         op, kernel, is_kernel = _producer(mod, b.value)
-        if str(ty.dtype) in _INT_DTYPES or is_kernel:
-            out_vars.append(b.var)
-            probed.append(ProbedTensor(b.name, op, kernel))
-        else:
+        checked = str(ty.dtype) in _INT_DTYPES or is_kernel
+        out_vars.append(b.var)
+        probed.append(ProbedTensor(b.name, op, kernel, checked))
+        if not checked:
             skipped.append(b.name)
     out = func.body.body
     if not isinstance(out.ty, relax.TensorType):
@@ -250,7 +265,7 @@ def _probe_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, tuple[ProbedTensor, 
 
 
 def debug_build(model: Any, target: Any = None, *, database: Any = None, num_threads: int | None = None,
-                layout: bool = True) -> DebugProgram:
+                layout: bool = True, host_copy: bool = False) -> DebugProgram:
     """Compile the debug copy of a quantized model: every integer tensor becomes an output.
 
     Parameters
@@ -267,6 +282,9 @@ def debug_build(model: Any, target: Any = None, *, database: Any = None, num_thr
     layout
         Convert the layouts for the target first, as :func:`tvm_arq.build` does (default); ``False`` checks
         the unconverted program.
+    host_copy
+        Compile the program converted for ``target`` for *this* machine instead, unscheduled (the target's
+        intrinsics do not run here): checks a cross target's layout code without a board, not its kernels.
 
     Returns
     -------
@@ -278,24 +296,34 @@ def debug_build(model: Any, target: Any = None, *, database: Any = None, num_thr
         raise ValueError("debug_build needs an integer module (a quantized model, not scheme='float')")
     converted = lower_for_target(ir, info) if layout else ir
     probe, tensors, skipped = _probe_module(converted)
-    if database is not None:
+    runs_on = resolve_target("host") if host_copy else info
+    if host_copy:
+        if database is not None:
+            raise ValueError("debug_build: host_copy=True compiles unscheduled; it takes no database")
+        ex = tvm.compile(probe, target=runs_on.target)
+    elif database is not None:
         from .tune import compile_tuned
 
         ex = compile_tuned(probe, info, database, num_threads=num_threads)
     else:
         ex = tvm.compile(ApplyDefaultSchedules()(probe), target=info.target)
-    logger.info("debug program for %s: %d tensors returned, %d float fallback tensors not checked",
-                info.triple, len(tensors), len(skipped))
-    return DebugProgram(probe, converted, ir, ex, info, tensors, skipped, tuned=database is not None)
+    logger.info("debug program for %s (runs on %s): %d tensors returned, %d float fallback tensors not checked",
+                info.triple, runs_on.triple, len(tensors), len(skipped))
+    return DebugProgram(probe, converted, ir, ex, info, tensors, skipped, tuned=database is not None,
+                        runs_on=runs_on)
 
 
 # --------------------------------------------------------------------------------------------------
 # comparing
 
 
-def reference_tensors(program: DebugProgram, *inputs: np.ndarray) -> list[np.ndarray]:
-    """The reference interpreter's value of every tensor of ``program``, in the order it returns them."""
-    env, out = ReferenceInterpreter(program.converted).trace(*inputs)
+def reference_tensors(program: DebugProgram, *inputs: np.ndarray,
+                      overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """The reference interpreter's value of every tensor of ``program``, in the order it returns them.
+
+    ``overrides``: values to take for some bindings instead of evaluating them (the float fallbacks).
+    """
+    env, out = ReferenceInterpreter(program.converted).trace(*inputs, overrides=overrides)
     return [np.asarray(out if t.name == "<output>" else env[t.name]) for t in program.tensors]
 
 
@@ -338,12 +366,15 @@ def compare_tensors(program: DebugProgram, outputs: Sequence[np.ndarray], inputs
     outputs = [np.asarray(o) for o in outputs]
     if len(outputs) != len(program.tensors):
         raise ValueError(f"{len(outputs)} tensors for a debug program returning {len(program.tensors)}")
-    want = reference_tensors(program, *inputs)
-    checks = [_check(t, g, w) for t, g, w in zip(program.tensors, outputs, want, strict=True)]
+    fallbacks = {t.name: o for t, o in zip(program.tensors, outputs, strict=True) if not t.checked}
+    want = reference_tensors(program, *inputs, overrides=fallbacks)
+    checks = [_check(t, g, w) for t, g, w in zip(program.tensors, outputs, want, strict=True) if t.checked]
     if program.converted is not program.original and "<output>" not in program.skipped:
+        # both references on their own (float fallbacks evaluated the same way in both)
+        converted = np.asarray(ReferenceInterpreter(program.converted).run(*inputs))
         unconverted = np.asarray(ReferenceInterpreter(program.original).run(*inputs))
         checks.append(_check(ProbedTensor("<output>", "layout conversion (reference before vs after)", ""),
-                             want[-1], unconverted))
+                             converted, unconverted))
     return VerifyReport(where, str(program.target.triple), tuple(checks), program.skipped)
 
 
@@ -351,7 +382,8 @@ def _inputs(inputs: Sequence[Any]) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.asarray(x)) for x in inputs]
 
 
-def verify_host(program: DebugProgram, *inputs: np.ndarray, workspace: str | Path | None = None) -> VerifyReport:
+def verify_host(program: DebugProgram, *inputs: np.ndarray, workspace: str | Path | None = None,
+                export: bool = True) -> VerifyReport:
     """Export the debug program as a library, load it on this machine, run it, compare every tensor.
 
     Parameters
@@ -362,16 +394,25 @@ def verify_host(program: DebugProgram, *inputs: np.ndarray, workspace: str | Pat
         One array per model input.
     workspace
         Directory for the library (a temporary one by default).
+    export
+        Run the exported library (default). ``False`` runs the executable in memory (the same compiled
+        code without the link step: for tests that check many small programs).
 
     Returns
     -------
     VerifyReport
     """
-    if not program.target.is_host:
-        raise ValueError(f"verify_host: {program.target.triple} does not run here; use verify_on_board")
+    assert program.runs_on is not None
+    if not program.runs_on.is_host:
+        raise ValueError(f"verify_host: {program.runs_on.triple} does not run here; use verify_on_board "
+                         "(or debug_build(..., host_copy=True) to check the layout code here)")
     arrays = _inputs(inputs)
+    if not export:
+        vm = relax.VirtualMachine(program.executable, tvm.cpu())
+        res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+        return compare_tensors(program, [r.numpy() for r in res], arrays, "host (in memory)")
     with tempfile.TemporaryDirectory(prefix="tvm_arq_verify_") as tmp:
-        lib_path = export_library(program.executable, Path(workspace or tmp) / "debug_program.so", program.target)
+        lib_path = export_library(program.executable, Path(workspace or tmp) / "debug_program.so", program.runs_on)
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu())
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         outputs = [r.numpy() for r in res]
