@@ -516,14 +516,19 @@ def _checks(records: list[Record], cols: list[tuple[str, str, str]]) -> list[str
 # ------------------------------------------------------------------------------------------ main
 @functools.lru_cache(maxsize=2)
 def _code_digest(engine: str) -> str:
-    """Version of the code a cached row depends on: the ``tvm_arq`` and ``arq_bench`` sources (quantizer,
-    models and data), or onnxruntime's version."""
+    """Version of the code a cached row depends on: this script (task runner, onnxruntime quantization,
+    post-processing) for every row; plus onnxruntime's version, or the ``tvm_arq`` and ``arq_bench`` sources
+    and TVM's version."""
     h = hashlib.sha1()
+    h.update(Path(__file__).read_bytes())
     if engine == "onnxruntime":
         import onnxruntime
 
         h.update(onnxruntime.__version__.encode())
     else:
+        import tvm
+
+        h.update(str(tvm.__version__).encode())
         root = Path(__file__).resolve().parent.parent
         for f in sorted(f for pkg in ("tvm_arq", "arq_bench") for f in (root / pkg).rglob("*.py")):
             h.update(str(f.relative_to(root)).encode())
@@ -531,11 +536,54 @@ def _code_digest(engine: str) -> str:
     return h.hexdigest()[:8]
 
 
+def _hash_value(h: Any, value: Any) -> None:
+    """Feed ``value`` (arrays, model files or protos, containers, scalars) into the hash ``h``, by content."""
+    if isinstance(value, np.ndarray):
+        h.update(f"nd{value.dtype.str}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        h.update(b"{")
+        for k in sorted(value, key=str):
+            h.update(str(k).encode())
+            _hash_value(h, value[k])
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(f"[{len(value)}".encode())
+        for v in value:
+            _hash_value(h, v)
+    elif isinstance(value, (str, Path)) and Path(value).is_file():
+        h.update(b"file")
+        h.update(Path(value).read_bytes())  # the model file's content, not its name
+    elif hasattr(value, "SerializeToString"):
+        h.update(value.SerializeToString())  # an onnx.ModelProto
+    else:
+        h.update(repr(value).encode())
+
+
+@functools.lru_cache(maxsize=8)
+def _data_digest(model: str, sizes: Sizes) -> str:
+    """Content hash of one workload: the model's bytes, evaluation inputs, calibration samples and labels or
+    targets. A changed data set or model gives new cache keys for every row, the fp32 reference included, so
+    new int8 predictions are never paired with a stale fp32 row."""
+    w = WORKLOADS[model](sizes)
+    h = hashlib.sha256()
+    for part in (w.name, w.onnx_model, w.input_name, w.shape, w.inputs, w.calibration, w.extra):
+        _hash_value(h, part)
+    return h.hexdigest()[:12]
+
+
+def _cache_key(model: str, cfg: Config, sizes: Sizes) -> str:
+    """Everything that can change one task's result: model and data content, row configuration, data
+    sizes and code version (a quantizer, data or onnxruntime change never silently serves old results)."""
+    ident = {"model": model, "config": asdict(cfg), "sizes": asdict(sizes), "data": _data_digest(model, sizes),
+             "code": _code_digest(cfg.engine)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _cache_path(out: Path, model: str, cfg: Config, sizes: Sizes) -> Path:
-    """Cache file of one task: keyed by model, row, data sizes and code version (a quantizer change
-    invalidates the tvm_arq rows, never silently serves pre-change results)."""
+    """Cache file of one task, named by :func:`_cache_key`."""
     safe = cfg.key.replace(":", "-")
-    return out / "cache" / f"{model}__{safe}__{sizes.digest()}__{_code_digest(cfg.engine)}.pkl"
+    return out / "cache" / f"{model}__{safe}__{_cache_key(model, cfg, sizes)}.pkl"
 
 
 def _load_cached(path: Path) -> dict[str, Any] | None:
@@ -603,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma list of MODEL/CONFIG tasks not to run, e.g. yolox/hybrid:mse"
     )
     ap.add_argument(
-        "--resume", action="store_true", help="reuse task results cached in OUT/cache by earlier runs of the same code and data sizes"
+        "--resume", action="store_true", help="reuse task results cached in OUT/cache by earlier runs with the same code, model and data content, "
+        "sizes and row configuration"
     )
     ap.add_argument(
         "--cached-only", action="store_true", help="with --resume: only report cached results, run nothing"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import tvm
 from tvm import relax
 
-__all__ = ["conv_module", "record_lines"]
+__all__ = ["assert_not_hung", "conv_module", "record_lines"]
 
 
 def conv_module() -> tvm.IRModule:
@@ -37,3 +38,15 @@ def record_lines(work_dir: Path) -> list[str]:
             continue
         out.append(line)
     return out
+
+
+def assert_not_hung(started: float, timeout: float, what: str = "the call") -> None:
+    """Fault tests only: ``what`` (started at ``time.monotonic()`` = ``started``) returned instead of hanging.
+
+    This is not a speed threshold. Without its time-out the call under test would block forever (a stopped,
+    killed or busy board); the bound only tells "returned" from "hung", so it is deliberately generous
+    (four times the configured time-out plus two minutes) to hold on a loaded 2-core CI machine.
+    """
+    elapsed = time.monotonic() - started
+    bound = 4 * timeout + 120
+    assert elapsed < bound, f"{what} took {elapsed:.0f} s with a {timeout:.0f} s time-out: it hung"

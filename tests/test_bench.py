@@ -142,3 +142,42 @@ def test_missing_pillow_names_the_images_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(ImportError, match=r"pillow: pip install 'tvm_arq\[images\]'"):
         load_samples(tmp_path, (1, 1, 28, 28))
+
+
+def test_bench_accuracy_cache_key_covers_data_model_and_config(monkeypatch, tmp_path) -> None:
+    """``--resume`` never pairs new rows with stale ones: a change of the data, the model file or the row
+    configuration gives a new cache key, for the fp32 reference row too."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "scripts" / "bench_accuracy.py")
+    ba = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_accuracy", ba)  # dataclasses look their module up there
+    spec.loader.exec_module(ba)
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"model-v1")
+    inputs = {"x": np.zeros((2, 3), "float32")}
+
+    def fake(sizes):
+        return ba.Workload("fake", str(model_file), "input", (1, 3), inputs["x"].copy(), [np.ones((1, 3))],
+                           {"labels": np.array([1, 2])})
+
+    monkeypatch.setitem(ba.WORKLOADS, "fake", fake)
+    fp32, hyb = ba.Config("onnxruntime", "fp32"), ba.Config("tvm_arq", "hybrid", "minmax")
+    sizes = ba.Sizes.make(True, None)
+
+    def keys() -> tuple[str, str]:
+        ba._data_digest.cache_clear()
+        return ba._cache_key("fake", fp32, sizes), ba._cache_key("fake", hyb, sizes)
+
+    base = keys()
+    assert base == keys() and base[0] != base[1]
+    assert ba._cache_key("fake", ba.Config("tvm_arq", "hybrid", "mse"), sizes) != base[1]
+    assert ba._cache_key("fake", fp32, ba.Sizes.make(True, 5)) != base[0]
+    inputs["x"] = np.full((2, 3), 0.5, "float32")  # same sizes, different data
+    changed = keys()
+    assert changed[0] != base[0] and changed[1] != base[1]
+    model_file.write_bytes(b"model-v2")  # same path, different model
+    assert keys()[0] not in (base[0], changed[0])
+    assert str(ba._cache_path(tmp_path, "fake", hyb, sizes)).endswith(f"{keys()[1]}.pkl")

@@ -216,7 +216,7 @@ def test_compare_with_labels_and_without(capsys, data, tmp_path) -> None:
     code, out, err = run(capsys, "compare", MODEL, "--calibration", data["cal"], "--data", data["eval"],
                          "--json", js)
     assert code == 0, err
-    assert "UNTUNED" in out and "untuned ms" in out
+    assert "UNTUNED" in out and "untuned ms" in out and "CALIBRATION samples" not in out
     res = json.loads(js.read_text())
     assert [r["scheme"] for r in res["rows"]] == ["fp32", "symmetric", "hybrid"]
     assert res["labelled"] and res["latency"] == "untuned" and res["n_samples"] == 24
@@ -232,6 +232,8 @@ def test_compare_with_labels_and_without(capsys, data, tmp_path) -> None:
         [r["accuracy"] for r in res["rows"]]
     code, out, _ = run(capsys, "compare", MODEL, "--calibration", data["cal"], "--json", tmp_path / "c.json")
     assert code == 0 and "agreement with fp32 only" in out
+    assert "CALIBRATION samples" in out and "note: agreement measured on the" in out  # says what it scored
+    assert "calibration samples" in " ".join(json.loads((tmp_path / "c.json").read_text())["notes"])
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert all(r["accuracy"] is None for r in rows) and rows[0]["agreement"] == 1.0
 

@@ -34,6 +34,7 @@ from tvm_arq.passes.layout import LayoutContext
 from tvm_arq.passes.layout import convert_layout as _convert_layout
 from tvm_arq.quantize import compile_host, quantize_module
 from tvm_arq.target import resolve_target
+from tvm_arq.verify import debug_build, verify_host
 
 
 def layout_plan(target):
@@ -189,15 +190,12 @@ def _check_graph(spec: Spec, scheme: Scheme, act_dtype: str, target: str) -> tvm
     cal = calibration_set(mod, 4, seed=spec.seed, skew=0.7)
     res = quantize_module(mod, cal, QuantConfig(scheme=scheme), act_dtype, progress=False)
     assert not res.plan.fallbacks, res.plan.fallbacks
-    lm = convert_layout(res.int_mod, info)
-    want_ref = ReferenceInterpreter(res.int_mod)
-    layout_ref = ReferenceInterpreter(lm)
-    vm = relax.VirtualMachine(tvm.compile(ApplyDefaultSchedules()(lm), target=info.target), tvm.cpu())
+    # the converted program with its default schedules: every integer tensor against the converted
+    # module's reference, and the reference output against the unconverted module's (tvm_arq.verify)
+    program = debug_build(res.int_mod, info)
     for x in cal[:2] + calibration_set(mod, 1, seed=spec.seed + 99, skew=-0.5):
-        want = want_ref.run(x)
-        np.testing.assert_array_equal(layout_ref.run(x), want)
-        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
-    return lm
+        verify_host(program, x, export=False).assert_ok()
+    return program.converted
 
 
 @needs_vnni
@@ -244,12 +242,9 @@ def test_cross_target_layouts_match_reference_on_host(target: str, act_dtype: st
     assert packed and {p["schedule"] for p in packed} == {plan.conv.rule}
     if plan.conv.domain_dtype and plan.conv.domain_dtype != act_dtype:
         assert {p["in_offset"] for p in packed} == {-128}
-    vm = compile_host(lm)
-    want = ReferenceInterpreter(res.int_mod)
-    got_ref = ReferenceInterpreter(lm)
+    program = debug_build(res.int_mod, target, host_copy=True)  # the target's layouts, compiled for here
     for x in cal[:2]:
-        np.testing.assert_array_equal(got_ref.run(x), want.run(x))
-        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want.run(x))
+        verify_host(program, x, export=False).assert_ok()  # every tensor; reference before == after conversion
 
 
 # ------------------------------------------------------------------------------------------ structure

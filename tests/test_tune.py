@@ -18,7 +18,7 @@ from tvm import relax, te
 from tvm.target import codegen
 
 import tvm_arq.tune.search as tune_mod
-from tests.helpers import conv_module, record_lines
+from tests.helpers import assert_not_hung, conv_module, record_lines
 from tvm_arq.backends import register_vnni_intrinsic
 from tvm_arq.target import resolve_target
 from tvm_arq.tune import (
@@ -157,7 +157,7 @@ def test_rpc_runner_fails_fast_without_board(tmp_path: Path) -> None:
         started = time.monotonic()
         with pytest.raises(TuneError, match="no-such-board"):
             tune(conv_module(), "host", cfg)
-        assert time.monotonic() - started < 30
+        assert_not_hung(started, 1.0, "tuning with no board registered")
     finally:
         os.killpg(tracker.pid, signal.SIGTERM)
         tracker.wait(timeout=10)
@@ -238,7 +238,7 @@ def test_tune_conv2d_records_and_numerics(tuned_conv: tuple[Path, float]) -> Non
     best = min(
         float(np.mean([float(s) for s in r.run_secs])) for r in db.get_all_tuning_records() if r.run_secs
     )
-    assert 0 < best < 1.0
+    assert np.isfinite(best) and best > 0  # a measured run time, not a speed threshold
 
     arrays = conv_inputs()
     tuned = compile_tuned(conv_module(), "host", db, num_threads=THREADS)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import record_lines
+from tests.helpers import assert_not_hung, record_lines
 from tests.robustness._tally import tried
 
 REPO = Path(__file__).resolve().parents[2]
@@ -368,10 +368,10 @@ def test_board_killed_mid_run_fails_clearly_and_the_next_session_works() -> None
         np.testing.assert_array_equal(remote.run(cal[0]), model.run(cal[0]))
         killer = threading.Timer(1.0, board.kill)  # dies in the middle of a long benchmark
         killer.start()
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         with pytest.raises(DeployError):
             remote.benchmark(cal[0], number=1000, repeat=1000)
-        assert time.perf_counter() - t0 < 45
+        assert_not_hung(t0, 30, "a benchmark on a board that died")
         killer.join()
     finally:
         board.stop()

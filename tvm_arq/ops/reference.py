@@ -108,12 +108,23 @@ class ReferenceInterpreter:
         return tuple(r.numpy() for r in res)
 
     def run(self, *inputs: np.ndarray):
+        """The output of ``main`` for ``inputs``."""
+        return self.trace(*inputs)[1]
+
+    def trace(self, *inputs: np.ndarray, overrides: dict[str, np.ndarray] | None = None
+              ) -> tuple[dict[str, object], object]:
+        """(value of every parameter and binding by name, the output) of ``main`` for ``inputs``.
+
+        ``overrides`` gives the values of some bindings instead of evaluating them (e.g. the float fallback
+        tensors a compiled program computed, so that the integer tensors after them are compared on the
+        same inputs).
+        """
         env: dict[str, object] = {}
         for p, x in zip(self.func.params, inputs, strict=True):
             env[p.name] = np.asarray(x)
         for b in bindings_of(self.func):
-            env[b.name] = self._eval(b.value, env)
-        return self._eval(self.func.body.body, env)
+            env[b.name] = overrides[b.name] if overrides and b.name in overrides else self._eval(b.value, env)
+        return env, self._eval(self.func.body.body, env)
 
 
 __all__ = ["ReferenceInterpreter"]
