@@ -58,6 +58,7 @@ from .quantize import (
     normalize_sample,
     select_qparams,
 )
+from .report.render import accuracy_text
 from .sensitivity import _quiet, layer_units, sensitivity
 
 logger = logging.getLogger(__name__)
@@ -262,31 +263,6 @@ class AccuracyReport:
 
     def to_text(self) -> str:
         return accuracy_text(self.to_dict())
-
-
-def accuracy_text(d: dict[str, Any]) -> str:
-    """Text of an :meth:`AccuracyReport.to_dict` (also used by :mod:`tvm_arq.report`)."""
-    share = 100.0 * d["macs_kept"] / d["macs_total"] if d["macs_total"] else 0.0
-    lines = [
-        f"accuracy budget ({d['metric']}, {d['n_samples']} samples): fp32 {d['fp32']:.2f}, all-int8 "
-        f"{d['int8']:.2f} (drop {d['int8_drop']:.2f}), final {d['final']:.2f} (drop {d['drop']:.2f}, max "
-        f"{d['max_drop']:g}: {'met' if d['met'] else 'NOT met'}); {d['evaluations']} candidate(s) in "
-        f"{d['seconds']:.1f} s",
-    ]
-    if d["kept"]:
-        lines.append(f"kept in higher precision ({len(d['kept'])} layer(s), {d['macs_kept']:,} of "
-                     f"{d['macs_total']:,} MACs = {share:.1f} % in float):")
-        for k in d["kept"]:
-            extra = f" (+ {', '.join(k['layers'][1:])})" if len(k["layers"]) > 1 else ""
-            lines.append(f"  {k['name']}{extra}: {k['precision']}, sensitivity rank {k['rank']}, "
-                         f"{k['macs']:,} MACs, {k['op']}")
-    else:
-        lines.append("kept in higher precision: nothing (all-int8 meets the budget)")
-    lat = d.get("latency")
-    if lat:
-        lines.append(f"latency: final {lat['final_ms']:.3f} ms vs all-int8 {lat['int8_ms']:.3f} ms "
-                     f"({lat.get('note', '')})")
-    return "\n".join(lines)
 
 
 def _unit_macs(fmod: tvm.IRModule, layers: Sequence[str]) -> int:

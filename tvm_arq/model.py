@@ -180,6 +180,8 @@ class QuantizedModel:
         for q in self.qparams.values():
             kinds[q.kind.value] = kinds.get(q.kind.value, 0) + 1
         lines.append("range kinds: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+        if self.accuracy_report is not None:
+            lines.append(self.accuracy_report.to_text())
         return "\n".join(lines)
 
     def save_qparams(self, path: str | Path) -> None:
