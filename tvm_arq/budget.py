@@ -51,6 +51,7 @@ from .passes.analysis import QuantPlan, plan_quantization
 from .quantize import (
     ChannelMean,
     OutlierClip,
+    QuantizationResult,
     anchor_inputs,
     calibrate,
     compile_host,
@@ -313,6 +314,7 @@ class _Evaluator:
         self.calibrations = 0
         self.float_cache: dict = {}
         self.cache: dict[frozenset[str], float] = {}
+        self.results: dict[frozenset[str], QuantizationResult] = {}
 
     def observe(self, plans: Sequence[QuantPlan]) -> None:
         """Calibrate the points of ``plans`` not observed yet (one float pass over the calibration set).
@@ -356,8 +358,10 @@ class _Evaluator:
                 return None
             qparams = select_qparams(plan, self.observers, self.config, self.act_dtype, self.outliers)
             means = {k: m.mean for k, m in (self.means or {}).items()}
+            qdq = AnnotateQuantization(plan, qparams, means)(self.fmod)
             with _quiet("tvm_arq.ops"):
-                int_mod = RealizeInteger(plan)(AnnotateQuantization(plan, qparams, means)(self.fmod))
+                int_mod = RealizeInteger(plan)(qdq)
+            self.results[key] = QuantizationResult(self.fmod, plan, qparams, qdq, int_mod)
             interp = ReferenceInterpreter(int_mod, float_cache=self.float_cache)
             score = self.budget.score([interp.run(*x) for x in self.inputs], self.reference)
         self.cache[key] = score
@@ -372,7 +376,8 @@ def _numpy(res: Any) -> Any:
 
 
 def meet_budget(fmod: tvm.IRModule, calibration: Sequence[Any], config: QuantConfig, act_dtype: str,
-                budget: AccuracyBudget, progress: bool = False) -> tuple[QuantConfig, AccuracyReport]:
+                budget: AccuracyBudget,
+                progress: bool = False) -> tuple[QuantConfig, AccuracyReport, QuantizationResult | None]:
     """Choose the layers to keep in higher precision so that the metric drop fits ``budget.max_drop``.
 
     Parameters
@@ -390,8 +395,9 @@ def meet_budget(fmod: tvm.IRModule, calibration: Sequence[Any], config: QuantCon
 
     Returns
     -------
-    (QuantConfig, AccuracyReport)
-        ``config`` with the kept layers applied (to build with), and what was measured and chosen.
+    (QuantConfig, AccuracyReport, QuantizationResult or None)
+        ``config`` with the kept layers applied, what was measured and chosen, and the chosen candidate's
+        integer module (the one measured; ``None`` if every layer is kept in float) for the caller to compile.
     """
     t0 = time.perf_counter()
     calibration = list(calibration)
@@ -438,4 +444,4 @@ def meet_budget(fmod: tvm.IRModule, calibration: Sequence[Any], config: QuantCon
                             float(final if final is not None else ev.fp32), kept, macs_total,
                             sum(k.macs for k in kept), len(ev.cache), time.perf_counter() - t0)
     logger.info("accuracy budget: %s", report.to_text())
-    return _apply(config, kept), report
+    return _apply(config, kept), report, ev.results.get(frozenset(lay for k in kept for lay in k.layers))

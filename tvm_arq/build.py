@@ -16,7 +16,6 @@ from .budget import AccuracyBudget, meet_budget
 from .config import Calibrator, QuantConfig, Scheme
 from .frontend import prepare_module
 from .model import QuantizedModel
-from .passes.analysis import plan_quantization
 from .quantize import input_specs, normalize_sample, quantize_module
 from .target import TargetInfo, resolve_target
 
@@ -132,14 +131,18 @@ def build(
             raise TypeError(f"accuracy must be a tvm_arq.AccuracyBudget, not {type(accuracy).__name__}")
         calibration = list(calibration)
         all_int8 = config
-        config, acc_report = meet_budget(fmod, calibration, config, act_dtype, accuracy, progress=progress)
-        if len(acc_report.kept) and not plan_quantization(fmod, config.skip_ops, config.exclude).points:
+        config, acc_report, res = meet_budget(fmod, calibration, config, act_dtype, accuracy, progress=progress)
+        if res is None and not acc_report.kept:
+            raise ValueError("nothing to quantize: the model has no quantizable layer (build it with "
+                             "scheme='float')")
+        if res is None:
             logger.warning("the accuracy budget keeps every layer in float: building the float model")
             ex = compile_for(fmod, info, tuning)
             return QuantizedModel(ir=fmod, qdq=None, qparams={}, plan=None, target=info, config=config,
                                   executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0,
                                   accuracy_report=acc_report)
-    res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
+    else:
+        res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
     ex = compile_for(res.int_mod, info, tuning)
     model = QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
                            config=config, executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0,
