@@ -47,7 +47,7 @@ def main() -> None:
     else:
         from arq_bench import assets, datasets
 
-        mod, params = tvm_arq.from_onnx(assets.fetch("ppocr_cls"))
+        mod, params = tvm_arq.from_onnx(assets.fetch("ppocr_cls"), shape=(1, 3, 48, 192))
         x_cal, _ = datasets.text_direction_set(args.calib, seed=1)
         x_eval, labels = datasets.text_direction_set(args.n, seed=0)
         cal, data = list(x_cal), list(x_eval)
