@@ -7,6 +7,7 @@ and ``deploy`` share their names with the subpackages that implement them; ``fro
 QuantReport`` and ``from tvm_arq.deploy import EmulatedBoard`` import from those.
 """
 
+from .budget import AccuracyBudget
 from .build import build
 from .config import Calibrator, QuantConfig, RangeKind, Scheme
 from .deploy.rpc import deploy
@@ -16,6 +17,6 @@ from .report import report
 from .sensitivity import sensitivity
 from .target import resolve_target
 
-__all__ = ["Calibrator", "QuantConfig", "QuantizedModel", "RangeKind", "Scheme", "build", "deploy", "from_onnx",
+__all__ = ["AccuracyBudget", "Calibrator", "QuantConfig", "QuantizedModel", "RangeKind", "Scheme", "build", "deploy", "from_onnx",
            "report", "resolve_target", "sensitivity"]
 __version__ = "0.1.0"

@@ -12,10 +12,11 @@ import numpy as np
 import tvm
 
 from .backends import ApplyDefaultSchedules, get_backend
+from .budget import AccuracyBudget, meet_budget
 from .config import Calibrator, QuantConfig, Scheme
 from .frontend import prepare_module
 from .model import QuantizedModel
-from .quantize import quantize_module
+from .quantize import input_specs, normalize_sample, quantize_module
 from .target import TargetInfo, resolve_target
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def build(
     calibrator: Calibrator | str = Calibrator.MINMAX,
     config: QuantConfig | None = None,
     tuning: Any = None,
+    accuracy: AccuracyBudget | None = None,
     progress: bool = True,
 ) -> QuantizedModel:
     """Quantize a float model with calibration data and compile it for ``target``.
@@ -93,6 +95,10 @@ def build(
         Full :class:`~tvm_arq.config.QuantConfig`; overrides ``scheme`` and ``calibrator``.
     tuning
         A :class:`~tvm_arq.tune.TuneConfig` to autotune the kernels with MetaSchedule.
+    accuracy
+        An :class:`~tvm_arq.budget.AccuracyBudget`: measure fp32 and int8 on its data and keep the fewest,
+        cheapest layers in float until the metric drop is at most ``max_drop`` (see :mod:`tvm_arq.budget`);
+        what was kept and measured is ``model.accuracy_report``.
 
     Returns
     -------
@@ -119,7 +125,52 @@ def build(
     if calibration is None:
         raise ValueError("calibration data is required for a quantized scheme (or pass scheme='float')")
     act_dtype = config.act_dtype or info.act_dtype
-    res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
+    acc_report = None
+    if accuracy is not None:
+        if not isinstance(accuracy, AccuracyBudget):
+            raise TypeError(f"accuracy must be a tvm_arq.AccuracyBudget, not {type(accuracy).__name__}")
+        calibration = list(calibration)
+        all_int8 = config
+        config, acc_report, res = meet_budget(fmod, calibration, config, act_dtype, accuracy, progress=progress)
+        if res is None and not acc_report.kept:
+            raise ValueError("nothing to quantize: the model has no quantizable layer (build it with "
+                             "scheme='float')")
+        if res is None:
+            logger.warning("the accuracy budget keeps every layer in float: building the float model")
+            ex = compile_for(fmod, info, tuning)
+            return QuantizedModel(ir=fmod, qdq=None, qparams={}, plan=None, target=info, config=config,
+                                  executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0,
+                                  accuracy_report=acc_report)
+    else:
+        res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
     ex = compile_for(res.int_mod, info, tuning)
-    return QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
-                          config=config, executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0)
+    model = QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
+                           config=config, executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0,
+                           accuracy_report=acc_report)
+    if acc_report is not None and accuracy.measure_latency:
+        _measure_budget_latency(model, fmod, calibration, all_int8, act_dtype, info, accuracy, tuning, progress)
+        model.build_seconds = time.perf_counter() - t0
+    return model
+
+
+def _measure_budget_latency(model: QuantizedModel, fmod: tvm.IRModule, calibration: list, config: QuantConfig,
+                            act_dtype: str, info: TargetInfo, budget: AccuracyBudget, tuning: Any,
+                            progress: bool) -> None:
+    """Fill ``model.accuracy_report.latency``: the final model against the all-int8 one, on this machine."""
+    rep = model.accuracy_report
+    if not info.is_host:
+        rep.latency = None
+        logger.warning("measure_latency: target %s does not run here; latency not measured", info.triple)
+        return
+    specs = input_specs(fmod)
+    x = normalize_sample(budget.data[0], specs, 0)
+    if rep.kept:
+        res = quantize_module(fmod, calibration, config, act_dtype, progress=progress)
+        int8 = QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
+                              config=config, executable=compile_for(res.int_mod, info, tuning), float_ir=fmod)
+    else:
+        int8 = model
+    final_ms = model.benchmark(*x)["median_ms"]
+    int8_ms = final_ms if int8 is model else int8.benchmark(*x)["median_ms"]
+    rep.latency = {"final_ms": final_ms, "int8_ms": int8_ms,
+                   "note": ("tuned" if tuning is not None else "untuned kernels") + ", median on this machine"}

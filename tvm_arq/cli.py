@@ -93,10 +93,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_writable(args.output)
     if args.qparams:
         _check_writable(args.qparams)
+    if args.max_drop is not None and args.scheme == "float":
+        raise ValueError("--max-drop needs a quantized scheme, not --scheme float")
+    if (args.data or args.labels) and args.max_drop is None:
+        raise ValueError("--data/--labels are the evaluation set of --max-drop: give --max-drop too")
     mod, params = _import(args)
     cal = _calibration(args, mod) if args.scheme != "float" else None
     config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
-    m = tvm_arq.build(mod, params, args.target, calibration=cal, config=config)
+    budget = None
+    if args.max_drop is not None:
+        data, labels = _evaluation(args, mod, cal)
+        budget = tvm_arq.AccuracyBudget(data=data, max_drop=args.max_drop, metric="top1" if labels is not None
+                                        else "agreement", labels=labels)
+    m = tvm_arq.build(mod, params, args.target, calibration=cal, config=config, accuracy=budget)
     out = save_model(m, args.output, extra={"model": str(args.model)})
     print(m.summary())
     if args.qparams:
@@ -106,33 +115,49 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``tvm-arq compare``: fp32 / symmetric / hybrid accuracy and latency, one table."""
-    from .compare import compare_schemes
+def _evaluation(args: argparse.Namespace, mod, cal: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Evaluation samples (``--data``, else the calibration samples) and their labels (``--labels`` or the npz's)."""
     from .samples import input_shape, load_labels, load_samples, npz_labels
 
     if args.labels and not args.data:
         raise ValueError("--labels needs --data (the labelled evaluation samples)")
-    mod, params = _import(args)
-    cal = _calibration(args, mod)
-    data = (load_samples(args.data, input_shape(mod), pixel_range=args.pixel_range, limit=args.limit)
-            if args.data else cal[:args.limit] if args.limit else cal)
+    limit = getattr(args, "limit", None)
+    if args.data:
+        data = load_samples(args.data, input_shape(mod), pixel_range=args.pixel_range, limit=limit)
+    else:
+        data = cal[:limit] if limit else cal
+        if args.max_drop is not None:
+            logger.warning("--max-drop without --data: the budget is measured on the calibration samples "
+                           "(optimistic; give held-out samples with --data)")
     labels = None
     if args.labels:
         labels = load_labels(args.labels)
     elif args.data:
         labels = npz_labels(args.data)
     if labels is not None:
-        if args.limit:
-            labels = labels[:args.limit]
+        if limit:
+            labels = labels[:limit]
         if len(labels) != len(data):
             raise ValueError(f"{len(labels)} labels for {len(data)} evaluation samples")
+    return data, labels
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``tvm-arq compare``: fp32 / symmetric / hybrid accuracy and latency, one table."""
+    from .compare import compare_schemes
+
+    if args.labels and not args.data:
+        raise ValueError("--labels needs --data (the labelled evaluation samples)")
+    mod, params = _import(args)
+    cal = _calibration(args, mod)
+    data, labels = _evaluation(args, mod, cal)
     on_calibration = not args.data
     if on_calibration:
         print(f"no --data: scoring top-1 agreement with fp32 on the {len(data)} CALIBRATION samples (the data "
               "the int8 ranges were fitted to, so an optimistic figure); pass --data for held-out samples")
     result = compare_schemes(mod, params, cal, data, labels, target=args.target, calibrator=args.calibrator,
-                             tuning=_tune_config(args), schemes=("float", "symmetric", "hybrid"))
+                             tuning=_tune_config(args), schemes=("float", "symmetric", "hybrid"),
+                             max_drop=args.max_drop)
     if on_calibration:
         result.notes.append(f"agreement measured on the {len(data)} calibration samples (no --data given): "
                             "not held-out data")
@@ -366,6 +391,16 @@ def _nonneg(text: str) -> int:
     return v
 
 
+def _drop(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of percentage points, got {text!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0 (percentage points), got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import Calibrator
     from .samples import PixelRange
@@ -390,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                        help="keep this layer in float: an ONNX node name as `tvm-arq report`/`sensitivity` show "
                             "it, or a regex (repeatable)")
+
+    def max_drop_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-drop", type=_drop, default=None, metavar="PT",
+                       help="accuracy budget: keep the fewest, cheapest layers in float until top-1 (with labels) "
+                            "or top-1 agreement with fp32 on --data drops by at most PT percentage points "
+                            "(e.g. 0.5)")
 
     def tuning_args(p: argparse.ArgumentParser, default_trials: int) -> None:
         p.add_argument("--trials", type=_nonneg if default_trials == 0 else _positive, default=default_trials,
@@ -424,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(b)
     b.add_argument("--qparams", help="write per-tensor quantization parameters (JSON)")
     exclude_arg(b)
+    max_drop_arg(b)
+    b.add_argument("--data", metavar="DIR|X.npy|X.npz",
+                   help="evaluation samples of --max-drop (default: the calibration samples); an .npz may hold "
+                        "labels (y)")
+    b.add_argument("--labels", metavar="Y.npy|Y.npz|Y.txt", help="class labels of --data")
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("compare", parents=[common], help="fp32 vs symmetric vs hybrid: accuracy and latency",
@@ -440,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--labels", metavar="Y.npy|Y.npz|Y.txt", help="class labels of --data")
     c.add_argument("--limit", type=_positive, default=None, metavar="N", help="evaluate at most N samples")
     tuning_args(c, default_trials=0)
+    max_drop_arg(c)
     c.add_argument("--json", metavar="OUT.json", help="also write the table as JSON")
     c.set_defaults(func=cmd_compare)
 

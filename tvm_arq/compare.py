@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import AccuracyBudget
 from .build import build
 from .config import Scheme
 from .target import resolve_target
@@ -53,6 +54,8 @@ class SchemeResult:
         Ops that stayed in float.
     build_seconds
         Quantization and compilation (and tuning) time.
+    kept_float
+        Layers an accuracy budget kept in float (the ``+budget`` row).
     """
 
     scheme: str
@@ -64,6 +67,7 @@ class SchemeResult:
     tuned: bool
     float_fallbacks: int
     build_seconds: float
+    kept_float: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,7 +93,7 @@ class Comparison:
         """The table, with a header line and the caveats."""
         lat = "latency ms" if self.tuned else "untuned ms"
         metric = "top-1" if self.labelled else "top-1 (n/a)"
-        hdr = f"{'scheme':<11}{'calibrator':<16}{metric:>11}{'agree fp32':>12}{lat:>12}{'p90 ms':>9}{'float ops':>10}"
+        hdr = f"{'scheme':<15}{'calibrator':<16}{metric:>11}{'agree fp32':>12}{lat:>12}{'p90 ms':>9}{'float ops':>10}"
         lines = [
             f"target {self.target}; {self.n_samples} evaluation samples "
             f"({'labelled' if self.labelled else 'no labels: agreement with fp32 only'}); "
@@ -103,7 +107,7 @@ class Comparison:
             return "-" if v is None else format(v, fmt)
 
         for r in self.rows:
-            lines.append(f"{r.scheme:<11}{r.calibrator:<16}{num(r.accuracy, '.3f'):>11}{r.agreement:>12.3f}"
+            lines.append(f"{r.scheme:<15}{r.calibrator:<16}{num(r.accuracy, '.3f'):>11}{r.agreement:>12.3f}"
                          f"{num(r.median_ms, '.3f'):>12}{num(r.p90_ms, '.3f'):>9}{r.float_fallbacks:>10}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -135,6 +139,7 @@ def compare_schemes(
     tuning: Any = None,
     bench_number: int = 5,
     bench_repeat: int = 5,
+    max_drop: float | None = None,
     progress: bool = True,
 ) -> Comparison:
     """Build ``mod`` once per scheme and compare accuracy and latency.
@@ -160,6 +165,10 @@ def compare_schemes(
         ``work_dir/<scheme>`` (resumable). ``None``: untuned (the table says so).
     bench_number, bench_repeat
         Latency measurement: ``bench_repeat`` measurements of ``bench_number`` runs.
+    max_drop
+        Also build the last quantized scheme with an accuracy budget (row ``<scheme>+budget``): top-1 on
+        ``labels`` (else agreement with fp32) on ``data`` may drop by at most this many percentage points
+        (:class:`~tvm_arq.budget.AccuracyBudget`).
     progress
         Show progress bars.
 
@@ -181,6 +190,10 @@ def compare_schemes(
             raise ValueError(f"{len(labels)} labels for {len(data)} evaluation samples")
     info = resolve_target(target)
     order = ["float", *[Scheme(s).value for s in schemes if Scheme(s) is not Scheme.FLOAT]]
+    if max_drop is not None:
+        if len(order) < 2:
+            raise ValueError("max_drop needs a quantized scheme to compare")
+        order.append(f"{order[-1]}+budget")
     rows: list[SchemeResult] = []
     ref: np.ndarray | None = None
     notes: list[str] = []
@@ -192,13 +205,18 @@ def compare_schemes(
                      "against fp32")
     for scheme in order:
         name = "fp32" if scheme == "float" else scheme
+        scheme, _, budgeted = scheme.partition("+")
+        budget = None
+        if budgeted:
+            budget = AccuracyBudget(data=data, max_drop=max_drop, metric="agreement" if labels is None else "top1",
+                                    labels=labels)
         cfg = None
         if tuning is not None:
             cfg = dataclasses.replace(tuning, work_dir=tuning.work_dir / name)
         t0 = time.perf_counter()
         logger.info("building %s", name)
         model = build(mod, params, info, calibration=None if scheme == "float" else calibration,
-                              scheme=scheme, calibrator=calibrator, tuning=cfg, progress=progress)
+                      scheme=scheme, calibrator=calibrator, tuning=cfg, accuracy=budget, progress=progress)
         build_s = time.perf_counter() - t0
         preds = top1(model, data, progress=progress, desc=f"evaluating {name}")
         if ref is None:
@@ -216,7 +234,13 @@ def compare_schemes(
             tuned=tuning is not None,
             float_fallbacks=len(model.fallbacks),
             build_seconds=build_s,
+            kept_float=[k.name for k in model.accuracy_report.kept] if model.accuracy_report else [],
         ))
+        if model.accuracy_report is not None:
+            rep = model.accuracy_report
+            kept = ", ".join(rows[-1].kept_float) or "nothing"
+            notes.append(f"{name}: max drop {max_drop:g} pt ({rep.metric}); kept in float: {kept} "
+                         f"({rep.macs_kept:,} of {rep.macs_total:,} MACs)")
     return Comparison(rows=rows, target=str(info.triple), n_samples=len(data), n_calibration=len(calibration),
                       labelled=labels is not None, tuned=tuning is not None,
                       trials=0 if tuning is None else int(tuning.trials), notes=notes)

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tvm
@@ -19,6 +19,9 @@ from .config import QuantConfig, Scheme
 from .passes.analysis import QuantPlan
 from .qmath import QParams
 from .target import TargetInfo
+
+if TYPE_CHECKING:
+    from .budget import AccuracyReport
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ class QuantizedModel:
         The compiled Relax executable for ``target``.
     check_inputs
         Default of ``run(..., check_inputs=...)``: refuse NaN/Inf inputs with a ``ValueError``.
+    accuracy_report
+        With ``build(..., accuracy=AccuracyBudget(...))``: the measured metrics, the layers kept in higher
+        precision and their cost (:class:`~tvm_arq.budget.AccuracyReport`); else ``None``.
     """
 
     ir: tvm.IRModule
@@ -76,6 +82,7 @@ class QuantizedModel:
     float_ir: tvm.IRModule | None = None
     build_seconds: float = 0.0
     check_inputs: bool = False
+    accuracy_report: AccuracyReport | None = None
     _host_exec: Any = field(default=None, repr=False)
     _vms: threading.local = field(default_factory=threading.local, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -173,6 +180,8 @@ class QuantizedModel:
         for q in self.qparams.values():
             kinds[q.kind.value] = kinds.get(q.kind.value, 0) + 1
         lines.append("range kinds: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+        if self.accuracy_report is not None:
+            lines.append(self.accuracy_report.to_text())
         return "\n".join(lines)
 
     def save_qparams(self, path: str | Path) -> None:

@@ -214,4 +214,5 @@ def report(model: QuantizedModel, calibration_samples: Iterable, max_samples: in
         scheme=model.scheme.value, calibrator=model.config.calibrator.value, target=model.target.triple,
         act_dtype=act_dtype, n_samples=n, tensors=tensors, outputs=outputs,
         fallbacks=[FallbackOp(v, op, why) for v, op, why in plan.fallbacks],
+        accuracy=None if getattr(model, "accuracy_report", None) is None else model.accuracy_report.to_dict(),
     )

@@ -112,6 +112,9 @@ class QuantReport:
         End-to-end SQNR per model output.
     fallbacks
         Ops that ran in float and why.
+    accuracy
+        The accuracy budget's measurements and kept layers (``model.accuracy_report.to_dict()``) when the
+        model was built with ``accuracy=``, else ``None``.
     """
 
     scheme: str
@@ -122,6 +125,7 @@ class QuantReport:
     tensors: list[TensorReport]
     outputs: list[OutputReport]
     fallbacks: list[FallbackOp]
+    accuracy: dict[str, Any] | None = None
 
     # -- derived ---------------------------------------------------------------------------------------
 
@@ -149,6 +153,8 @@ class QuantReport:
             "worst": [{"name": t.name, "producer": t.producer, "kind": t.kind, "sqnr_db": t.sqnr_db,
                        "own_sqnr_db": t.own_sqnr_db} for t in ranked],
             "output_sqnr_int_db": [o.sqnr_int_db for o in self.outputs],
+            **({} if self.accuracy is None else {"accuracy_drop": self.accuracy["drop"],
+                                                 "kept_float": [k["name"] for k in self.accuracy["kept"]]}),
         }
 
     # -- text --------------------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ class QuantReport:
             n_samples=int(d["n_samples"]),
             tensors=[TensorReport(**{**t, "shape": tuple(t["shape"])}) for t in d["tensors"]],
             outputs=[OutputReport(**{**o, "shape": tuple(o["shape"])}) for o in d["outputs"]],
-            fallbacks=[FallbackOp(**f) for f in d["fallbacks"]],
+            fallbacks=[FallbackOp(**f) for f in d["fallbacks"]], accuracy=d.get("accuracy"),
         )
 
     def to_json(self, indent: int | None = 1) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .records import QuantReport
 
-__all__ = ["compare_text", "fmt_db", "fmt_num", "report_text", "table", "union_names"]
+__all__ = ["accuracy_text", "compare_text", "fmt_db", "fmt_num", "report_text", "table", "union_names"]
 
 
 def fmt_db(v: float | None) -> str:
@@ -71,6 +71,33 @@ def report_text(rep: QuantReport) -> str:
     if s["worst"]:
         lines.append("worst: " + ", ".join(f"{w['name']} ({w['producer']}, {w['kind']}) {fmt_db(w['sqnr_db'])}"
                                            f" dB [own {fmt_db(w['own_sqnr_db'])}]" for w in s["worst"]))
+    if rep.accuracy is not None:
+        lines.append(accuracy_text(rep.accuracy))
+    return "\n".join(lines)
+
+
+def accuracy_text(d: dict[str, Any]) -> str:
+    """Text of ``model.accuracy_report.to_dict()`` (:class:`~tvm_arq.budget.AccuracyReport`)."""
+    share = 100.0 * d["macs_kept"] / d["macs_total"] if d["macs_total"] else 0.0
+    lines = [
+        f"accuracy budget ({d['metric']}, {d['n_samples']} samples): fp32 {d['fp32']:.2f}, all-int8 "
+        f"{d['int8']:.2f} (drop {d['int8_drop']:.2f}), final {d['final']:.2f} (drop {d['drop']:.2f}, max "
+        f"{d['max_drop']:g}: {'met' if d['met'] else 'NOT met'}); {d['evaluations']} candidate(s) in "
+        f"{d['seconds']:.1f} s",
+    ]
+    if d["kept"]:
+        lines.append(f"kept in higher precision ({len(d['kept'])} layer(s), {d['macs_kept']:,} of "
+                     f"{d['macs_total']:,} MACs = {share:.1f} % in float):")
+        for k in d["kept"]:
+            extra = f" (+ {', '.join(k['layers'][1:])})" if len(k["layers"]) > 1 else ""
+            lines.append(f"  {k['name']}{extra}: {k['precision']}, sensitivity rank {k['rank']}, "
+                         f"{k['macs']:,} MACs, {k['op']}")
+    else:
+        lines.append("kept in higher precision: nothing (all-int8 meets the budget)")
+    lat = d.get("latency")
+    if lat:
+        lines.append(f"latency: final {lat['final_ms']:.3f} ms vs all-int8 {lat['int8_ms']:.3f} ms "
+                     f"({lat.get('note', '')})")
     return "\n".join(lines)
 
 
