@@ -7,7 +7,7 @@ import pytest
 
 from tvm_arq.calibrate import OutputObserver, OutputSampler, choose_candidate, conv_consumer, dense_consumer
 from tvm_arq.calibrate.output import CANDIDATE_ORDER, Consumer, consumer_errors, conv_patches
-from tvm_arq.config import Calibrator, QuantConfig, RangeKind
+from tvm_arq.config import RangeKind
 
 
 def _conv_ref(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dil: int, groups: int) -> np.ndarray:
@@ -104,4 +104,3 @@ def test_output_calibrator_end_to_end_rule() -> None:
     rules = [qp.rule for qp in m.qparams.values()]
     assert all("output-aware:" in r for r in rules), rules
     assert any("conv " in r for r in rules) and any("lut " in r for r in rules)
-    assert QuantConfig().calibrator is Calibrator.OUTPUT
