@@ -16,7 +16,7 @@ Calibrators (:class:`~tvm_arq.config.Calibrator`):
 - ``entropy``: KL-divergence range (TensorRT's P/Q construction, every candidate compared at the same
   resolution per quantization level); asymmetric = one joint search of both cuts on the signed histogram.
 - ``mse``: one clip factor of the min/max range, exact expected squared error.
-- ``output`` (default of ``build()``): every calibrator's range (and a shrink grid) judged by the error at
+- ``output``: every calibrator's range (and a shrink grid) judged by the error at
   the output of the tensor's consumer layers on a calibration subsample (:mod:`.output`).
 - ``redistribution``: this project's method (method.md step 5, built from Wei et al., CMES 2024, whose
   full algorithm is not published): the range ``[alpha, beta]`` minimizing the expected squared

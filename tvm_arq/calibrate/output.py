@@ -1,4 +1,4 @@
-"""Output-aware clipping ranges (the ``output`` calibrator, the default).
+"""Output-aware clipping ranges (the ``output`` calibrator; not the default, see ``results/output_calibrator.md``).
 
 A tensor-local objective (the expected quantize->dequantize error of the tensor itself) is not what the
 network sees: the error that matters is the one at the output of the layer(s) that read the tensor. The
