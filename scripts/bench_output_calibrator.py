@@ -65,7 +65,6 @@ MODELS = {"ppocr": _ppocr, "efficientnet": _efficientnet, "mnist": _mnist}
 
 
 def run(model: str, calibrators: list[str]) -> list[dict]:
-    import tvm_arq
 
     mod, params, cal, xe, ye, metric = MODELS[model]()
     import tvm
