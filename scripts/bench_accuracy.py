@@ -53,7 +53,7 @@ import numpy as np
 logger = logging.getLogger("bench_accuracy")
 
 MODELS = ("efficientnet", "yolox", "mnist")
-CALIBRATORS = ("minmax", "moving_minmax", "histogram", "percentile", "entropy", "mse", "redistribution")
+CALIBRATORS = ("output", "minmax", "moving_minmax", "histogram", "percentile", "entropy", "mse", "redistribution")
 ORT_CALIBRATORS = ("minmax", "entropy", "percentile")
 
 

@@ -22,9 +22,9 @@ import tvm
 from tqdm.auto import tqdm
 from tvm import relax
 
-from .config import QuantConfig, RangeKind, Scheme
+from .config import Calibrator, QuantConfig, RangeKind, Scheme
 from .ops.elementwise import saturation_interval
-from .ops.irutil import bindings_of, tensor_shape
+from .ops.irutil import bindings_of, const_value, tensor_shape, uses
 from .ops.registry import REGISTRY
 from .passes import AnnotateQuantization, InsertCalibration, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization, recognize_blocks
@@ -220,10 +220,50 @@ def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
     return out
 
 
+def find_consumers(mod: tvm.IRModule, plan: QuantPlan) -> dict:
+    """The readers of every quantization point, as the ``output`` calibrator evaluates them.
+
+    Returns ``{point: [Consumer, ...]}`` (:class:`~tvm_arq.calibrate.Consumer`): conv2d / dense anchors reading
+    the point, single-row lookup tables whose input it is, and one ``"tensor"`` consumer for any other reader
+    (add, concat, pooling, a float op, the graph output).
+    """
+    from .calibrate import Consumer, conv_consumer, dense_consumer
+
+    by_name = {b.name: b for b in bindings_of(mod["main"])}
+    users = uses(mod["main"])
+    lut_of = {v.name: out for out, region in plan.luts.items() for v in region.members}
+    result: dict[str, list] = {}
+    for p in plan.points:
+        cs: list = []
+        luts: set[str] = set()
+        other = False
+        for u in dict.fromkeys(users.get(p, [])):
+            b, op_plan = by_name.get(u), plan.ops.get(u)
+            if op_plan is not None and op_plan.role is Role.ANCHOR \
+                    and isinstance(b.value.args[0], relax.Var) and b.value.args[0].name == p:
+                w = const_value(b.value.args[1])
+                if b.op == "relax.nn.conv2d":
+                    a = b.value.attrs
+                    cs.append(conv_consumer(u, w, a.strides, a.padding, a.dilation, int(a.groups)))
+                else:
+                    cs.append(dense_consumer(u, w))
+            elif u in lut_of and plan.luts[lut_of[u]].leaf.name == p and plan.luts[lut_of[u]].rows == 1:
+                if lut_of[u] not in luts:
+                    luts.add(lut_of[u])
+                    region = plan.luts[lut_of[u]]
+                    cs.append(Consumer(lut_of[u], "lut", fn=lambda x, r=region: r(x)[0]))
+            else:
+                other = True
+        if other or not cs:
+            cs.append(Consumer(p, "tensor"))
+        result[p] = cs
+    return result
+
+
 def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config: QuantConfig,
               progress: bool = True, input_means: dict[str, ChannelMean] | None = None,
               outliers: dict[str, OutlierClip] | None = None,
-              on_output: Callable[[int, Any], None] | None = None) -> dict:
+              on_output: Callable[[int, Any], None] | None = None, sampler=None) -> dict:
     """Run the float module over ``calibration`` and stream every quantization point into an observer.
 
     Returns ``{point name: observer}``. Memory stays bounded: one sample's activations at a time.
@@ -239,6 +279,8 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
 
     ``on_output(i, output)``, if given, receives the float model's output on sample ``i`` (a VM result:
     a tensor or a tuple), computed by the same run.
+    A ``sampler`` (:class:`~tvm_arq.calibrate.OutputSampler`, ``output`` calibrator) is offered every point of
+    every sample (it keeps a bounded subsample).
     """
     specs = input_specs(mod)
     from .calibrate import make_observer
@@ -268,8 +310,12 @@ def calibrate(mod: tvm.IRModule, calibration: Iterable, plan: QuantPlan, config:
         res = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         if on_output is not None:
             on_output(i, res[0])
+        if sampler is not None:
+            sampler.next_sample()
         for j, p in enumerate(plan.points):
             arr = res[j + 1].numpy()
+            if sampler is not None:
+                sampler.update(p, arr)
             try:
                 observers[p].update(arr)
             except ValueError as e:
@@ -316,7 +362,7 @@ def _clip_to(alpha: float, beta: float, kind: RangeKind, lo: float, hi: float) -
 
 
 def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dtype: str,
-                   outliers: dict[str, OutlierClip] | None = None) -> dict[str, QParams]:
+                   outliers: dict[str, OutlierClip] | None = None, sampler=None) -> dict[str, QParams]:
     """Choose the range kind per quantization point (the hybrid rule) and its parameters.
 
     In the hybrid scheme a tensor read only by lookup-table activations is first limited to the part
@@ -327,6 +373,10 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
 
     A point in ``outliers`` (:func:`find_outliers`) is treated as if its range were the other samples'
     range: the kind is chosen on it and the calibrated range is clipped to it.
+
+    With the ``output`` calibrator and a ``sampler`` (:class:`~tvm_arq.calibrate.OutputSampler`), every
+    candidate range of the observer is clipped likewise and the one with the smallest consumer-output error is
+    chosen (:func:`~tvm_arq.calibrate.choose_candidate`); the rule then lists the candidates' errors.
     """
     out = {}
     outliers = outliers or {}
@@ -364,17 +414,37 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
                     f"skewed signed: min {lo:.4g}, max {hi:.4g}, ratio {ratio:.2f} < {config.symmetric_tolerance}:"
                     " redistributed asymmetric"
                 )
-        alpha, beta = obs.compute_range(kind)
+        output_aware = sampler is not None and hasattr(obs, "candidates") and p in sampler.consumers
+        ranges = obs.candidates(kind) if output_aware else {"": obs.compute_range(kind)}
         if sat is not None:
-            alpha, beta = _clip_to(alpha, beta, kind, *sat)
+            ranges = {k: _clip_to(*r, kind, *sat) for k, r in ranges.items()}
             fns = sorted({plan.ops[t].reason.removeprefix("lookup table: ") for t in plan.lut_inputs[p]})
             rule += (f"; read only by lookup table(s) {', '.join(fns)}, which saturate outside "
                      f"[{sat[0]:.4g}, {sat[1]:.4g}] (observed [{obs.min:.4g}, {obs.max:.4g}]): range clipped there")
         if clip is not None:
-            alpha, beta = _clip_to(alpha, beta, kind, clip.lo, clip.hi)
+            ranges = {k: _clip_to(*r, kind, clip.lo, clip.hi) for k, r in ranges.items()}
             rule += "; outliers: " + clip.describe(obs.count)
+        alpha, beta = next(iter(ranges.values()))
+        if output_aware:
+            rows = sampler.inputs(p)
+            if rows:
+                alpha, beta, why = _output_choice(rows, sampler.consumers[p], ranges, kind)
+                rule += why
         out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
     return out
+
+
+def _output_choice(rows: list, consumers: list, ranges: dict, kind: RangeKind) -> tuple[float, float, str]:
+    """Run the output-error choice of one point; ``(alpha, beta, explanation for the rule)``."""
+    from .calibrate import choose_candidate
+
+    name, err = choose_candidate(rows, consumers, ranges, kind)
+    kinds = ", ".join(f"{c.kind} {c.name}" for c in consumers)
+    others = ", ".join(f"{n} {e:.3g}" for n, e in sorted(err.items(), key=lambda t: t[1]) if n != name)
+    a, b = ranges[name]
+    why = (f"; output-aware: {name} [{a:.4g}, {b:.4g}], relative consumer-output error {err[name]:.3g} "
+           f"(others: {others}; consumers: {kinds}; {rows[0].shape[0]} sampled rows)")
+    return a, b, why
 
 
 @dataclass
@@ -399,8 +469,14 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
                          "build it with scheme='float' to compile it unquantized")
     means: dict[str, ChannelMean] | None = {} if config.bias_correction else None
     outliers: dict[str, OutlierClip] = {}
-    observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means, outliers=outliers)
-    qparams = select_qparams(plan, observers, config, act_dtype, outliers)
+    sampler = None
+    if config.calibrator is Calibrator.OUTPUT:
+        from .calibrate import OutputSampler
+
+        sampler = OutputSampler(find_consumers(mod, plan))
+    observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means, outliers=outliers,
+                          sampler=sampler)
+    qparams = select_qparams(plan, observers, config, act_dtype, outliers, sampler)
     qdq = AnnotateQuantization(plan, qparams, {k: m.mean for k, m in (means or {}).items()})(mod)
     int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)

@@ -16,6 +16,8 @@ Calibrators (:class:`~tvm_arq.config.Calibrator`):
 - ``entropy``: KL-divergence range (TensorRT's P/Q construction, every candidate compared at the same
   resolution per quantization level); asymmetric = one joint search of both cuts on the signed histogram.
 - ``mse``: one clip factor of the min/max range, exact expected squared error.
+- ``output``: every calibrator's range (and a shrink grid) judged by the error at
+  the output of the tensor's consumer layers on a calibration subsample (:mod:`.output`).
 - ``redistribution``: this project's method (method.md step 5, built from Wei et al., CMES 2024, whose
   full algorithm is not published): the range ``[alpha, beta]`` minimizing the expected squared
   quantize->dequantize error over the streaming histogram, both ends searched independently
@@ -40,6 +42,7 @@ from .observers import (
     RedistributionObserver,
     make_observer,
 )
+from .output import Consumer, OutputObserver, OutputSampler, choose_candidate, conv_consumer, dense_consumer
 
 __all__ = [
     "MIN_SCALE",
@@ -52,7 +55,13 @@ __all__ = [
     "Observer",
     "PercentileObserver",
     "RedistributionObserver",
+    "Consumer",
+    "OutputObserver",
+    "OutputSampler",
     "batch_expected_sq_error",
+    "choose_candidate",
+    "conv_consumer",
+    "dense_consumer",
     "expected_sq_error",
     "fake_quantize",
     "finalize_range",
