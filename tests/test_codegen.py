@@ -155,3 +155,28 @@ def test_tuned_conv_template_keeps_vpdpbusd_and_is_exact(graphs: dict[str, tvm.I
     x = np.random.default_rng(0).normal(size=(1, 3, 12, 12)).astype("float32")
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, ReferenceInterpreter(int_mod).run(x))
+
+
+@pytest.mark.parametrize("target", ["llvm -mtriple=x86_64-linux-gnu -mcpu=haswell", "x86-vnni", "aarch64",
+                                    "aarch64-dotprod", "riscv64", "riscv64-rvv"])
+def test_packed_conv_schedule_is_parallel_and_unrolls_only_the_tile(target: str) -> None:
+    """Regression: on the templates without a tensor intrinsic (x86 without VNNI, RVV) the init loop nest
+    was counted with the reduction loop, so the fused outer loop lost ``parallel`` and was fully unrolled
+    (a 1280-iteration unroll took LLVM minutes for one YOLOX conv and ran on one core)."""
+    spec = Spec(channels=8, size=24, ops=["conv", "conv"], seed=5)
+    mod = build_graph(spec)
+    info = resolve_target(target)
+    int_mod = quantize_module(mod, calibration_set(mod, 2, seed=1), QuantConfig(scheme=Scheme.HYBRID),
+                              info.act_dtype, progress=False).int_mod
+    lm = convert_layout(int_mod, info)
+    n = 0
+    for gv, f in lm.functions.items():
+        if not (isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+                and str(f.attrs.get("arq.op", "")) in CONV_KERNELS):
+            continue
+        text = apply_default_schedule(f).script()
+        unrolled = [int(e) for e in re.findall(r"T\.unroll\(T\.int64\((\d+)\)\)", text)]
+        assert max(unrolled, default=0) <= 64, (gv.name_hint, unrolled)
+        assert re.search(r"_fused in T\.parallel\(", text), gv.name_hint
+        n += 1
+    assert n >= 2

@@ -153,8 +153,8 @@ def schedule_packed_conv(sch: s_tir.Schedule, block, cfg: PackedConvTarget, tile
         # (vectorize before decompose_reduction: a reduction block without init cannot be vectorized)
         sch.vectorize(lane_loops[-1])
     init = sch.decompose_reduction(block, ry)
-    n_inner = len(inner) - (1 if cfg.intrin is not None else 0)
-    init_inner = sch.get_loops(init)[-n_inner:]
+    # the init block has every inner loop but the reduction loop ``rci`` (the fused outer loop stays parallel)
+    init_inner = sch.get_loops(init)[-(len(inner) - 1):]
     sch.vectorize(init_inner[-1])
     for lp in init_inner[:-1]:
         sch.unroll(lp)
