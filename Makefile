@@ -39,7 +39,7 @@ boards: setup
 	bash scripts/setup_boards.sh $(VPY) $$(nproc)
 
 test: setup assets boards lint
-	$(VPY) -m pytest -q --durations=25 tests
+	$(VPY) -m pytest -q -n auto --dist worksteal --durations=25 tests
 
 lint: setup
 	$(VENV)/bin/ruff check tvm_arq arq_bench tests scripts tutorials
