@@ -122,7 +122,9 @@ def out_shape(node: Node, shapes: list[Shape]) -> Shape:
         y = shapes[node.inputs[1]]
         ax = a["axis"] % len(x)
         return tuple(x[i] + y[i] if i == ax else x[i] for i in range(len(x)))
-    return x  # element-wise: act, prelu, lut, softmax, norms, add / sub / mul (the first operand's shape)
+    if op in ("add", "sub", "mul"):
+        return tuple(np.broadcast_shapes(x, shapes[node.inputs[1]]))
+    return x  # element-wise: act, prelu, lut, softmax, norms
 
 
 def _elems(s: Shape) -> int:
@@ -186,7 +188,7 @@ def _draw_unary(draw, op: str, i: int, x: Shape) -> Node | None:  # noqa: C901, 
         if not axes:
             return None
         return _node(op, (i,), kind=draw(st.sampled_from(["mean", "max", "min", "sum"])),
-                     axis=draw(st.sampled_from(axes)), keepdims=draw(st.booleans()))
+                     axis=draw(st.sampled_from(axes)), keepdims=len(x) == 2 or draw(st.booleans()))
     if op == "resize":
         if not four:
             return None
@@ -253,7 +255,7 @@ def _unary_ops(x: Shape) -> list[str]:
     """Unary ops that can apply to a tensor of shape ``x`` (a vector's head is often a dense)."""
     if len(x) == 2:
         return ["dense", "dense", "dense", "act", "lut", "softmax", "layer_norm", "rms_norm", "reshape", "reduce"]
-    return [op for op in UNARY if op != "dense"]
+    return [op for op in UNARY if op != "dense"] + ["lut"]  # seven table activations: drawn twice as often
 
 
 UNARY = ("conv", "gconv", "dwconv", "dense", "maxpool", "avgpool", "gpool", "reduce", "resize", "pad", "slice",
@@ -268,7 +270,8 @@ def _partners(op: str, i: int, shapes: list[Shape], live: list[int]) -> list[int
         y = shapes[j]
         if j == i or len(y) != len(x):
             continue
-        if y == x or (op == "mul" and len(x) == 4 and y == (x[0], x[1], 1, 1)) or \
+        gate = len(x) == 4 and (y == (x[0], x[1], 1, 1) or x == (y[0], y[1], 1, 1))  # squeeze-excitation
+        if y == x or (op == "mul" and gate) or \
                 (op == "concat" and y[:1] + y[2:] == x[:1] + x[2:]):
             out.append(j)
     return out
@@ -356,7 +359,7 @@ def features(spec: GraphSpec) -> set[str]:  # noqa: C901
             f.add(f"{n.op}:{a['kind']}")
         elif n.op == "resize":
             f.add("resize:nearest" if a["method"] == "nearest_neighbor" else "resize:linear")
-        elif n.op == "mul" and shapes[n.inputs[1]] != x:
+        elif n.op == "mul" and shapes[n.inputs[1]] != x:  # either operand may be the gate
             f |= {"mul", "mul:broadcast"}
         else:
             f.add(n.op)
