@@ -19,7 +19,7 @@ from tvm_arq.quantize import quantize_module
 from tvm_arq.verify import debug_build, verify_host
 
 THOROUGH = os.environ.get("TVM_ARQ_HYPOTHESIS") == "thorough"
-EXAMPLES = int(os.environ.get("TVM_ARQ_GRAPH_EXAMPLES", "100")) if THOROUGH else 8
+EXAMPLES = int(os.environ.get("TVM_ARQ_GRAPH_EXAMPLES", "100")) if THOROUGH else 10
 
 
 def check_bitexact(spec: GraphSpec, layout: bool = True) -> None:
@@ -36,7 +36,7 @@ def check_bitexact(spec: GraphSpec, layout: bool = True) -> None:
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=not THOROUGH,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(spec=graph_specs(max_nodes=6 if not THOROUGH else 10))
+@given(spec=graph_specs(max_nodes=8 if not THOROUGH else 12))
 def test_random_graphs_bitexact(spec: GraphSpec) -> None:
     check_bitexact(spec)
 
