@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from tvm import relax
 from tvm.relax import op as R
 
+from tests.graphs import hard_sigmoid, hardswish_decomposed
 from tvm_arq.config import Scheme
 
 Shape = tuple[int, ...]
@@ -38,13 +39,13 @@ Shape = tuple[int, ...]
 SCHEMES = ((Scheme.HYBRID, "int8"), (Scheme.HYBRID, "uint8"), (Scheme.SYMMETRIC, "int8"),
            (Scheme.SYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "uint8"))
 ACTS = ("none", "relu", "relu6", "clip_sym")
-LUTS = ("sigmoid", "tanh", "silu", "hardswish", "gelu", "gelu_tanh", "leaky")
+LUTS = ("sigmoid", "tanh", "silu", "hardswish", "hard_sigmoid", "gelu", "gelu_tanh", "leaky")
 #: every feature :func:`features` can report; the coverage test requires all of them
 FEATURES = frozenset({
     "conv", "conv:stride2", "conv:dilation2", "conv:asym_pad", "conv:k1", "gconv", "dwconv", "dense",
     "add", "sub", "mul", "mul:broadcast", "concat", "maxpool", "avgpool", "gpool:mean", "gpool:adaptive",
     "reduce:mean", "reduce:max", "reduce:min", "reduce:sum", "resize:nearest", "resize:linear", "pad",
-    "slice", "reshape", "flatten", "transpose", "act:relu", "act:relu6", "act:clip_sym", "prelu",
+    "slice", "split", "reshape", "flatten", "transpose", "act:relu", "act:relu6", "act:clip_sym", "prelu",
     *(f"lut:{n}" for n in LUTS), "softmax", "layer_norm", "rms_norm", "output:spatial", "output:vector",
     "ragged_channels",
 })
@@ -114,6 +115,8 @@ def out_shape(node: Node, shapes: list[Shape]) -> Shape:
         return tuple(len(range(b[i], e[i], s[i])) for i in range(4))
     if op in ("reshape", "flatten"):
         return a["to"]
+    if op == "split":
+        return (x[0], x[1] // 2, *x[2:])
     if op == "transpose":
         return tuple(x[i] for i in a["perm"])
     if op == "dense":
@@ -218,6 +221,8 @@ def _draw_unary(draw, op: str, i: int, x: Shape) -> Node | None:  # noqa: C901, 
         begin, end, stride = [0, 0, 0, 0], list(x), [1, 1, 1, 1]
         begin[ax], end[ax], stride[ax] = b, e, s
         return _node(op, (i,), begin=tuple(begin), end=tuple(end), stride=tuple(stride), axis=ax)
+    if op == "split":  # in two along the channels; one half goes on (the other is computed and dropped)
+        return _node(op, (i,), item=draw(st.sampled_from([0, 1]))) if x[1] >= 2 and x[1] % 2 == 0 else None
     if op == "flatten":
         return _node(op, (i,), to=(x[0], _elems(x[1:]))) if len(x) > 2 and _elems(x[1:]) <= 256 else None
     if op == "reshape":
@@ -240,7 +245,9 @@ def _draw_unary(draw, op: str, i: int, x: Shape) -> Node | None:  # noqa: C901, 
     if op == "prelu":
         return _node(op, (i,)) if four else None
     if op == "lut":
-        return _node(op, (i,), kind=draw(st.sampled_from(LUTS)))
+        kind = draw(st.sampled_from(LUTS))
+        # hardswish in the three decomposed forms importers produce
+        return _node(op, (i,), kind=kind, variant=draw(st.integers(0, 2)) if kind == "hardswish" else 0)
     if op == "softmax":
         return _node(op, (i,), axis=draw(st.sampled_from([-1, 1]))) if x[-1] > 1 and x[1] > 1 else None
     if op in ("layer_norm", "rms_norm"):
@@ -255,11 +262,11 @@ def _unary_ops(x: Shape) -> list[str]:
     """Unary ops that can apply to a tensor of shape ``x`` (a vector's head is often a dense)."""
     if len(x) == 2:
         return ["dense", "dense", "dense", "act", "lut", "softmax", "layer_norm", "rms_norm", "reshape", "reduce"]
-    return [op for op in UNARY if op != "dense"] + ["lut"]  # seven table activations: drawn twice as often
+    return [op for op in UNARY if op != "dense"] + ["lut"]  # eight table activations: drawn twice as often
 
 
 UNARY = ("conv", "gconv", "dwconv", "dense", "maxpool", "avgpool", "gpool", "reduce", "resize", "pad", "slice",
-         "flatten", "reshape", "transpose", "act", "prelu", "lut", "softmax", "layer_norm", "rms_norm")
+         "split", "flatten", "reshape", "transpose", "act", "prelu", "lut", "softmax", "layer_norm", "rms_norm")
 BINARY = ("add", "sub", "mul", "concat")
 
 
@@ -451,6 +458,8 @@ def build_graph(spec: GraphSpec) -> tvm.IRModule:  # noqa: C901, PLR0915
                                                 strides=list(a["stride"])))
                 elif op in ("reshape", "flatten"):
                     y = bb.emit(R.reshape(t, a["to"]))
+                elif op == "split":
+                    y = bb.emit(relax.TupleGetItem(bb.emit(R.split(t, 2, axis=1)), a["item"]))
                 elif op == "transpose":
                     y = bb.emit(R.permute_dims(t, list(a["perm"])))
                 elif op == "act":
@@ -467,8 +476,9 @@ def build_graph(spec: GraphSpec) -> tvm.IRModule:  # noqa: C901, PLR0915
                     elif k == "silu":
                         y = bb.emit(R.multiply(t, bb.emit(R.sigmoid(t))))
                     elif k == "hardswish":
-                        h = bb.emit(R.clip(bb.emit(R.add(t, relax.const(3.0))), 0, 6))
-                        y = bb.emit(R.multiply(t, bb.emit(R.divide(h, relax.const(6.0)))))
+                        y = hardswish_decomposed(bb, t, a["variant"])
+                    elif k == "hard_sigmoid":
+                        y = hard_sigmoid(bb, t)
                     elif k == "gelu":
                         y = bb.emit(R.nn.gelu(t))
                     elif k == "gelu_tanh":

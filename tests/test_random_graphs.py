@@ -13,7 +13,15 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 
-from tests.graph_strategies import FEATURES, GraphSpec, build_graph, degenerate, features, graph_specs, inputs_of
+from tests.graph_strategies import (
+    FEATURES,
+    GraphSpec,
+    build_graph,
+    degenerate,
+    features,
+    graph_specs,
+    inputs_of,
+)
 from tvm_arq.config import QuantConfig
 from tvm_arq.quantize import quantize_module
 from tvm_arq.verify import debug_build, verify_host
