@@ -389,9 +389,11 @@ def degenerate(spec: GraphSpec) -> list[str]:
     for k, n in enumerate(spec.nodes, 1):
         if n.op in BINARY and n.inputs[0] == n.inputs[1]:
             why.append(f"node {k}: {n.op} of a tensor with itself")
-        if n.op not in BINARY and n.op not in ("act", "lut", "prelu", "softmax", "layer_norm", "rms_norm") \
-                and shapes[k] == shapes[n.inputs[0]] and n.op in ("pad", "slice", "resize", "reshape", "flatten"):
+        x = shapes[n.inputs[0]]
+        if n.op in ("pad", "slice", "resize", "reshape", "flatten", "split") and shapes[k] == x:
             why.append(f"node {k}: {n.op} keeps the shape")
+        if n.op == "transpose" and [p for p in n.a["perm"] if x[p] > 1] == sorted(p for p in n.a["perm"] if x[p] > 1):
+            why.append(f"node {k}: transpose moves nothing")
         if n.op in ("maxpool", "avgpool") and n.a["k"] == 1 and n.a["stride"] == 1:
             why.append(f"node {k}: 1x1 pool")
     return why
