@@ -37,7 +37,7 @@ Shape = tuple[int, ...]
 
 #: (scheme, activation dtype) pairs the quantizer supports
 SCHEMES = ((Scheme.HYBRID, "int8"), (Scheme.HYBRID, "uint8"), (Scheme.SYMMETRIC, "int8"),
-           (Scheme.SYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "uint8"))
+           (Scheme.SYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "int8"))
 ACTS = ("none", "relu", "relu6", "clip_sym")
 LUTS = ("sigmoid", "tanh", "silu", "hardswish", "hard_sigmoid", "gelu", "gelu_tanh", "leaky")
 #: every feature :func:`features` can report; the coverage test requires all of them
@@ -141,14 +141,14 @@ def _pads(draw, k: int) -> tuple[int, int, int, int]:
     return tuple(draw(st.integers(0, max(0, k - 1))) for _ in range(4))
 
 
-def _draw_conv(draw, op: str, i: int, x: Shape) -> Node | None:
+def _draw_conv(draw, op: str, i: int, x: Shape, max_c: int = 24) -> Node | None:
     c, h, w = x[1], x[2], x[3]
     k = draw(st.sampled_from([1, 3, 2]))
     stride = draw(st.sampled_from([1, 2]))
     dilation = draw(st.sampled_from([1, 2])) if k > 1 else 1
     pad = _pads(draw, k * dilation - dilation + 1) if k > 1 else (0, 0, 0, 0)
     if op == "conv":
-        groups, cout = 1, draw(st.integers(1, 24))
+        groups, cout = 1, draw(st.integers(1, max_c))
     elif op == "gconv":
         divs = [g for g in (2, 3, 4) if c % g == 0]
         if not divs:
@@ -163,14 +163,14 @@ def _draw_conv(draw, op: str, i: int, x: Shape) -> Node | None:
                  act=draw(st.sampled_from(ACTS)))
 
 
-def _draw_unary(draw, op: str, i: int, x: Shape) -> Node | None:  # noqa: C901, PLR0911, PLR0912
+def _draw_unary(draw, op: str, i: int, x: Shape, max_c: int = 24) -> Node | None:  # noqa: C901, PLR0911, PLR0912
     four = len(x) == 4
     if op in ("conv", "gconv", "dwconv"):
-        return _draw_conv(draw, op, i, x) if four else None
+        return _draw_conv(draw, op, i, x, max_c) if four else None
     if op == "dense":
         if len(x) != 2 or x[1] > 512:
             return None
-        return _node("dense", (i,), cout=draw(st.integers(1, 24)), act=draw(st.sampled_from(ACTS)))
+        return _node("dense", (i,), cout=draw(st.integers(1, max_c)), act=draw(st.sampled_from(ACTS)))
     if op in ("maxpool", "avgpool"):
         if not four:
             return None
@@ -297,14 +297,15 @@ def _prune(nodes: list[Node]) -> tuple[Node, ...]:
 
 
 @st.composite
-def graph_specs(draw, max_nodes: int = 8) -> GraphSpec:
-    """A random non-degenerate :class:`GraphSpec` of up to ``1 + max_nodes`` nodes (before pruning)."""
+def graph_specs(draw, max_nodes: int = 8, max_channels: int = 24) -> GraphSpec:
+    """A random non-degenerate :class:`GraphSpec` of up to ``1 + max_nodes`` nodes (before pruning), convs and
+    denses of up to ``max_channels`` output channels."""
     c = draw(st.integers(1, 20))
     shape = (1, c, draw(st.integers(3, 10)), draw(st.integers(3, 10)))
     shapes: list[Shape] = [shape]
     first = None
     while first is None:
-        first = _draw_conv(draw, draw(st.sampled_from(["conv", "dwconv", "gconv"])), 0, shape)
+        first = _draw_conv(draw, draw(st.sampled_from(["conv", "dwconv", "gconv"])), 0, shape, max_channels)
     nodes = [first]
     shapes.append(out_shape(first, shapes))
     for _ in range(draw(st.integers(3, max_nodes))):
@@ -320,7 +321,7 @@ def graph_specs(draw, max_nodes: int = 8) -> GraphSpec:
             j = draw(st.sampled_from(dangling or cands))
             node = _node(op, (i, j), axis=1) if op == "concat" else _node(op, (i, j))
         else:
-            node = _draw_unary(draw, op, i, shapes[i])
+            node = _draw_unary(draw, op, i, shapes[i], max_channels)
         if node is None:
             continue
         s = out_shape(node, shapes)
