@@ -39,13 +39,13 @@ Shape = tuple[int, ...]
 SCHEMES = ((Scheme.HYBRID, "int8"), (Scheme.HYBRID, "uint8"), (Scheme.SYMMETRIC, "int8"),
            (Scheme.SYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "uint8"), (Scheme.ASYMMETRIC, "int8"))
 ACTS = ("none", "relu", "relu6", "clip_sym")
-LUTS = ("sigmoid", "tanh", "silu", "hardswish", "hard_sigmoid", "gelu", "gelu_tanh", "leaky")
+LUTS = ("sigmoid", "tanh", "silu", "hardswish", "hard_sigmoid", "gelu", "leaky")
 #: every feature :func:`features` can report; the coverage test requires all of them
 FEATURES = frozenset({
     "conv", "conv:stride2", "conv:dilation2", "conv:asym_pad", "conv:k1", "gconv", "dwconv", "dense",
     "add", "sub", "mul", "mul:broadcast", "concat", "maxpool", "avgpool", "gpool:mean", "gpool:adaptive",
     "reduce:mean", "reduce:max", "reduce:min", "reduce:sum", "resize:nearest", "resize:linear", "pad",
-    "slice", "split", "reshape", "flatten", "transpose", "act:relu", "act:relu6", "act:clip_sym", "prelu",
+    "slice", "split", "reshape", "squeeze", "expand_dims", "flatten", "transpose", "act:relu", "act:relu6", "act:clip_sym", "prelu",
     *(f"lut:{n}" for n in LUTS), "softmax", "layer_norm", "rms_norm", "output:spatial", "output:vector",
     "ragged_channels",
 })
@@ -113,7 +113,7 @@ def out_shape(node: Node, shapes: list[Shape]) -> Shape:
     if op == "slice":
         b, e, s = a["begin"], a["end"], a["stride"]
         return tuple(len(range(b[i], e[i], s[i])) for i in range(4))
-    if op in ("reshape", "flatten"):
+    if op in ("reshape", "flatten", "squeeze", "expand_dims"):
         return a["to"]
     if op == "split":
         return (x[0], x[1] // 2, *x[2:])
@@ -223,6 +223,17 @@ def _draw_unary(draw, op: str, i: int, x: Shape, max_c: int = 24) -> Node | None
         return _node(op, (i,), begin=tuple(begin), end=tuple(end), stride=tuple(stride), axis=ax)
     if op == "split":  # in two along the channels; one half goes on (the other is computed and dropped)
         return _node(op, (i,), item=draw(st.sampled_from([0, 1]))) if x[1] >= 2 and x[1] % 2 == 0 else None
+    if op == "squeeze":
+        ones = [k for k in range(1, len(x)) if x[k] == 1]
+        if len(x) < 3 or not ones:
+            return None
+        ax = draw(st.sampled_from(ones))
+        return _node(op, (i,), axis=ax, to=tuple(v for k, v in enumerate(x) if k != ax))
+    if op == "expand_dims":
+        if len(x) > 3:
+            return None
+        ax = draw(st.integers(1, len(x)))
+        return _node(op, (i,), axis=ax, to=(*x[:ax], 1, *x[ax:]))
     if op == "flatten":
         return _node(op, (i,), to=(x[0], _elems(x[1:]))) if len(x) > 2 and _elems(x[1:]) <= 256 else None
     if op == "reshape":
@@ -246,8 +257,9 @@ def _draw_unary(draw, op: str, i: int, x: Shape, max_c: int = 24) -> Node | None
         return _node(op, (i,)) if four else None
     if op == "lut":
         kind = draw(st.sampled_from(LUTS))
-        # hardswish in the three decomposed forms importers produce
-        return _node(op, (i,), kind=kind, variant=draw(st.integers(0, 2)) if kind == "hardswish" else 0)
+        # hardswish in the three decomposed forms importers produce; gelu exact (0) or its tanh form (1)
+        nvar = {"hardswish": 2, "gelu": 1}.get(kind, 0)
+        return _node(op, (i,), kind=kind, variant=draw(st.integers(0, nvar)))
     if op == "softmax":
         return _node(op, (i,), axis=draw(st.sampled_from([-1, 1]))) if x[-1] > 1 and x[1] > 1 else None
     if op in ("layer_norm", "rms_norm"):
@@ -261,12 +273,14 @@ def _draw_unary(draw, op: str, i: int, x: Shape, max_c: int = 24) -> Node | None
 def _unary_ops(x: Shape) -> list[str]:
     """Unary ops that can apply to a tensor of shape ``x`` (a vector's head is often a dense)."""
     if len(x) == 2:
-        return ["dense", "dense", "dense", "act", "lut", "softmax", "layer_norm", "rms_norm", "reshape", "reduce"]
-    return [op for op in UNARY if op != "dense"] + ["lut"]  # eight table activations: drawn twice as often
+        return ["dense", "dense", "dense", "act", "lut", "softmax", "layer_norm", "rms_norm", "reshape", "reduce",
+                "expand_dims"]
+    ops = [op for op in UNARY if op != "dense"] + ["lut", "reduce"]  # many variants: drawn twice as often
+    return ops + ["squeeze", "squeeze"] if 1 in x[1:] else ops  # (N, C, 1, 1) after a global pool
 
 
 UNARY = ("conv", "gconv", "dwconv", "dense", "maxpool", "avgpool", "gpool", "reduce", "resize", "pad", "slice",
-         "split", "flatten", "reshape", "transpose", "act", "prelu", "lut", "softmax", "layer_norm", "rms_norm")
+         "split", "flatten", "reshape", "squeeze", "expand_dims", "transpose", "act", "prelu", "lut", "softmax", "layer_norm", "rms_norm")
 BINARY = ("add", "sub", "mul", "concat")
 
 
@@ -391,7 +405,8 @@ def degenerate(spec: GraphSpec) -> list[str]:
         if n.op in BINARY and n.inputs[0] == n.inputs[1]:
             why.append(f"node {k}: {n.op} of a tensor with itself")
         x = shapes[n.inputs[0]]
-        if n.op in ("pad", "slice", "resize", "reshape", "flatten", "split") and shapes[k] == x:
+        if n.op in ("pad", "slice", "resize", "reshape", "flatten", "split", "squeeze", "expand_dims") \
+                and shapes[k] == x:
             why.append(f"node {k}: {n.op} keeps the shape")
         if n.op == "transpose" and [p for p in n.a["perm"] if x[p] > 1] == sorted(p for p in n.a["perm"] if x[p] > 1):
             why.append(f"node {k}: transpose moves nothing")
@@ -461,6 +476,10 @@ def build_graph(spec: GraphSpec) -> tvm.IRModule:  # noqa: C901, PLR0915
                                                 strides=list(a["stride"])))
                 elif op in ("reshape", "flatten"):
                     y = bb.emit(R.reshape(t, a["to"]))
+                elif op == "squeeze":
+                    y = bb.emit(R.squeeze(t, [a["axis"]]))
+                elif op == "expand_dims":
+                    y = bb.emit(R.expand_dims(t, a["axis"]))
                 elif op == "split":
                     y = bb.emit(relax.TupleGetItem(bb.emit(R.split(t, 2, axis=1)), a["item"]))
                 elif op == "transpose":
@@ -483,9 +502,7 @@ def build_graph(spec: GraphSpec) -> tvm.IRModule:  # noqa: C901, PLR0915
                     elif k == "hard_sigmoid":
                         y = hard_sigmoid(bb, t)
                     elif k == "gelu":
-                        y = bb.emit(R.nn.gelu(t))
-                    elif k == "gelu_tanh":
-                        y = bb.emit(R.nn.gelu_tanh(t))
+                        y = bb.emit(R.nn.gelu(t) if a["variant"] == 0 else R.nn.gelu_tanh(t))
                     else:
                         y = bb.emit(R.nn.leakyrelu(t, 0.1))
                 elif op == "softmax":

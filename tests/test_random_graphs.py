@@ -51,10 +51,10 @@ def test_random_graphs_bitexact(spec: GraphSpec) -> None:
 
 
 def test_strategy_covers_every_op_without_degenerate_graphs() -> None:
-    """Drawing (not building) 400 graphs covers every op family and variant, with no degenerate graph."""
+    """Drawing (not building) 600 graphs covers every op family and variant, with no degenerate graph."""
     seen: collections.Counter[str] = collections.Counter()
 
-    @settings(max_examples=400, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(spec=graph_specs())
     def draw(spec: GraphSpec) -> None:
