@@ -50,15 +50,20 @@ ADD_RELU, ADD_CLIP = activation(ADD)
 QADD = is_op("relax.quantize")(ADD_RELU | ADD_CLIP | ADD, Q_SCALE, Q_ZP)
 
 
+def emit_rescale_sum(ctx: RealizeContext, m: dict, out: Quant, node, qlo: int, qhi: int, sign_b: int = 1):
+    """Emit ``qadd`` for ``quantize(dequantize(a) + sign_b * dequantize(b))`` matched as ``DQ_X`` / ``DQ_Y``
+    (``sign_b=-1``: subtract); ``node`` is the matched add/subtract (its shape is the output shape)."""
+    a, b = qinfo(m[DQ_X]), qinfo(m[DQ_Y])
+    (ma, mb), shift = common_multipliers([a.scale / out.scale, b.scale / out.scale])
+    params = {"out_shape": list(tensor_shape(m[node])), "zps": [a.zp, b.zp], "mults": [ma, sign_b * mb],
+              "shift": shift, "zp_y": out.zp, "qlo": qlo, "qhi": qhi, "out_dtype": out.dtype}
+    return emit_kernel(ctx.bb, "qadd", [[ctx.remap(m[DQ_X].args[0]), ctx.remap(m[DQ_Y].args[0])]], params)
+
+
 @register_realize(Stage.PATTERN, pattern=QADD)
 def realize_add(ctx: RealizeContext, m: dict, out: Quant):
-    a, b = qinfo(m[DQ_X]), qinfo(m[DQ_Y])
-    mults, shift = common_multipliers([a.scale / out.scale, b.scale / out.scale])
     qlo, qhi = act_clamp(which(m, ADD_RELU, ADD_CLIP), out)
-    out_shape = list(tensor_shape(m[ADD]))
-    params = {"out_shape": out_shape, "zps": [a.zp, b.zp], "mults": mults, "shift": shift,
-              "zp_y": out.zp, "qlo": qlo, "qhi": qhi, "out_dtype": out.dtype}
-    return emit_kernel(ctx.bb, "qadd", [[ctx.remap(m[DQ_X].args[0]), ctx.remap(m[DQ_Y].args[0])]], params)
+    return emit_rescale_sum(ctx, m, out, ADD, qlo, qhi)
 
 
 @register_kernel("qadd", tensor_list=True)
