@@ -7,18 +7,14 @@ import onnx
 import pytest
 
 import tvm_arq
-from tests.test_sensitivity import _bad_layer_model
+from tests.test_sensitivity import _bad_layer_model, bad_layer_case
 from tvm_arq import AccuracyBudget, cli
 from tvm_arq.report import QuantReport
 
 
 @pytest.fixture(scope="module")
 def model():
-    mod, params = tvm_arq.from_onnx(_bad_layer_model())
-    rng = np.random.default_rng(1)
-    cal = [rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(16)]
-    held_out = [rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(16)]
-    return mod, params, cal, held_out
+    return bad_layer_case(16)
 
 
 def test_unmet_budget_keeps_the_bad_layer_in_float(model):

@@ -49,13 +49,18 @@ def _bad_layer_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-@pytest.fixture(scope="module")
-def model():
+def bad_layer_case(n_held_out: int):
+    """The bad-layer model imported, 16 calibration samples and ``n_held_out`` held-out samples."""
     mod, params = tvm_arq.from_onnx(_bad_layer_model())
     rng = np.random.default_rng(1)
     cal = [rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(16)]
-    held_out = [rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(8)]
+    held_out = [rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32) for _ in range(n_held_out)]
     return mod, params, cal, held_out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return bad_layer_case(8)
 
 
 def _error(res, refs, samples) -> float:
