@@ -312,24 +312,18 @@ def consumer_errors(rows: list[np.ndarray], consumers: list[Consumer], ranges: d
         ``name -> sum_c ||y_c(Q(x)) - y_c(x)||^2 / ||y_c(x)||^2`` (``y_c(x) = x`` for tensor consumers; the
         quantized weights in the quantized path).
     """
+    def consume(c: Consumer, x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        if c.kind in ("conv", "dense"):
+            return _linear(x, weight, c)
+        return c.fn(x) if c.kind == "lut" else x
+
     err = dict.fromkeys(ranges, 0.0)
     for p, c in zip(rows, consumers, strict=True):
-        if c.kind in ("conv", "dense"):
-            ref = _linear(p, c.weight, c)
-        elif c.kind == "lut":
-            ref = c.fn(p)
-        else:
-            ref = p
+        ref = consume(c, p, c.weight)
         energy = float(np.sum(np.square(ref, dtype=np.float64)))
         energy = energy if energy > 0 else 1.0
         for name, (a, b) in ranges.items():
-            q = _fake_quant(p, a, b, kind)
-            if c.kind in ("conv", "dense"):
-                out = _linear(q, c.qweight, c)
-            elif c.kind == "lut":
-                out = c.fn(q)
-            else:
-                out = q
+            out = consume(c, _fake_quant(p, a, b, kind), c.qweight)
             err[name] += float(np.sum(np.square(out - ref, dtype=np.float64))) / energy
     return err
 
