@@ -24,9 +24,16 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
+from tests.test_realize_structural import arq, assert_lowers_to, realize
 from tvm_arq.backends import ApplyDefaultSchedules, get_backend
 from tvm_arq.ops import REGISTRY, emit_kernel
-from tvm_arq.ops.conv_transpose import pack_phase_weight, phase_weight_sums, transpose_out_hw
+from tvm_arq.ops.conv_transpose import (
+    convt_acc_np,
+    iohw_to_oihw,
+    pack_phase_weight,
+    phase_weight_sums,
+    transpose_out_hw,
+)
 from tvm_arq.qmath import quantize_multiplier
 from tvm_arq.target import resolve_target
 
@@ -125,10 +132,103 @@ def test_conv_transpose_kernels_match_twins(case: dict) -> None:
     np.testing.assert_array_equal(got_nhwc, want_nhwc, err_msg="NHWC kernel vs twin")
     np.testing.assert_array_equal(want_nhwc.transpose(0, 3, 1, 2), want, err_msg="NHWC twin vs NCHW twin")
     # the twin's integers equal the zero-insertion formulation (+ the phase bias with its zero-point part)
-    from tvm_arq.ops.conv_transpose import convt_acc_np, iohw_to_oihw
-
     acc = convt_acc_np(x, wt, bias, zp_x, strides, pads, out_pad, g)
     b_q = bias.astype(np.int64) + zp_x * phase_weight_sums(iohw_to_oihw(wt, g), strides)
     ry, rx = (np.arange(oh) + pads[0]) % strides[0], (np.arange(ow) + pads[1]) % strides[1]
     b_map = b_q[ry[:, None], rx[None, :], :].transpose(2, 0, 1)[None]
     np.testing.assert_array_equal(acc - b_map, zero_insertion_acc(x, wt, zp_x, strides, pads, out_pad, g))
+
+
+# -- RealizeInteger: conv2d_transpose + bias + relu (Before / Expected) -------------------------------
+# x: s=0.5 z=1; w IOHW [Cin=2, O=2, 3, 3], per-output s_w=[0.25, 0.5] (axis 1); stride 2, pad 1, output_padding 1
+# -> 2x2 in, 4x4 out; y: s=2 z=-100 (relu -> clamp low = z_y)
+CT_W = np.arange(-17, 19, dtype=np.int8).reshape(2, 2, 3, 3)
+CT_SW = np.array([0.25, 0.5], np.float32)
+CT_B = np.array([1.0, -2.0], np.float32)
+# b'[ry, rx, o] = round(b / (s_x * s_w)) - z_x * (sum of w[:, o] over the taps ky = ry, kx = rx mod 2)
+CT_BQ = [8, -8]  # [1 / 0.125, -2 / 0.25]
+CT_BPH = np.array([[[CT_BQ[o] - 1 * int(CT_W[:, o, ry::2, rx::2].astype(int).sum()) for o in range(2)]
+                    for rx in range(2)] for ry in range(2)], np.int32)
+assert CT_BPH[0, 0, 0] == 8 - (-17 - 15 - 11 - 9 + 1 + 3 + 7 + 9) and CT_BPH[1, 1, 1] == -8 - (-4 + 14)
+CT_M0 = np.full(2, 2**30, np.int32)
+CT_RS = np.array([34, 33], np.int32)  # M = s_x * s_w / s_y = [1/16, 1/8]
+
+
+@I.ir_module
+class ConvTransposeBefore:
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 2), "float32")) -> R.Tensor((1, 2, 4, 4), "float32"):
+        with R.dataflow():
+            xq = R.quantize(x, R.const(0.5, "float32"), R.const(1, "int8"), axis=-1, out_dtype="int8")
+            xd = R.dequantize(xq, R.const(0.5, "float32"), R.const(1, "int8"), axis=-1, out_dtype="float32")
+            w = R.dequantize(R.const(CT_W, "int8"), R.const(CT_SW, "float32"), R.const(np.zeros(2, np.int8), "int8"),
+                             axis=1, out_dtype="float32")
+            y = R.nn.conv2d_transpose(xd, w, strides=[2, 2], padding=[1, 1, 1, 1], output_padding=[1, 1])
+            yb = R.add(y, R.const(CT_B.reshape(1, 2, 1, 1), "float32"))
+            yr = R.nn.relu(yb)
+            yq = R.quantize(yr, R.const(2.0, "float32"), R.const(-100, "int8"), axis=-1, out_dtype="int8")
+            yd = R.dequantize(yq, R.const(2.0, "float32"), R.const(-100, "int8"), axis=-1, out_dtype="float32")
+            R.output(yd)
+        return yd
+
+
+@I.ir_module(check_well_formed=False)
+class ConvTransposeExpected:
+    @T.prim_func(private=True)
+    def arq_quantize():
+        T.func_attr(arq("quantize", scale=0.5, zp=1, qlo=-128, qhi=127, out_dtype="int8"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_qconv2d_transpose():
+        T.func_attr(arq("qconv2d_transpose", strides=[2, 2], padding=[1, 1, 1, 1], output_padding=[1, 1],
+                           groups=1, zp_x=1, zp_y=-100, qlo=-100, qhi=127, out_dtype="int8"))
+        T.evaluate(0)
+
+    @T.prim_func(private=True)
+    def arq_dequantize():
+        T.func_attr(arq("dequantize", scale=2.0, zp=-100))
+        T.evaluate(0)
+
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 2), "float32")) -> R.Tensor((1, 2, 4, 4), "float32"):
+        cls = ConvTransposeExpected
+        with R.dataflow():
+            xq = R.call_tir(cls.arq_quantize, (x,), out_ty=R.Tensor((1, 2, 2, 2), "int8"))
+            y = R.call_tir(cls.arq_qconv2d_transpose, (xq, R.const(CT_W, "int8"), R.const(CT_BPH, "int32"),
+                                                       R.const(CT_M0, "int32"), R.const(CT_RS, "int32")),
+                           out_ty=R.Tensor((1, 2, 4, 4), "int8"))
+            yd = R.call_tir(cls.arq_dequantize, (y,), out_ty=R.Tensor((1, 2, 4, 4), "float32"))
+            R.output(yd)
+        return yd
+
+
+def test_realize_conv_transpose_bias_relu():
+    assert_lowers_to(realize(ConvTransposeBefore), ConvTransposeExpected)
+
+
+# -- the real model (slow: runs in CI) ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ppocr_det_is_integer_and_bitexact_on_host():
+    """PP-OCRv4 text detector (DBNet head, two stride-2 conv2d_transpose upsamplers) at 1x3x32x32: no float
+    fallback, both upsamplers integer, every tensor of the host program bit-exact against the reference.
+    (The debug program compiles the same kernels the shipped build does; the shipped compile is skipped.)"""
+    import tvm_arq
+    from arq_bench import assets
+    from tvm_arq.build import prepare
+    from tvm_arq.config import QuantConfig
+    from tvm_arq.quantize import quantize_module
+    from tvm_arq.verify import debug_build, verify_host
+
+    mod, params = tvm_arq.from_onnx(assets.fetch("ppocr_det"), shape=(1, 3, 32, 32))
+    rng = np.random.default_rng(0)
+    cal = [rng.random((1, 3, 32, 32), dtype=np.float32) for _ in range(2)]
+    res = quantize_module(prepare(mod, params), cal, QuantConfig(), HOST.act_dtype, progress=False)
+    assert res.plan.fallbacks == []
+    ops = [str(f.attrs["arq.op"]) for f in res.int_mod.functions.values()
+           if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "arq.op" in f.attrs]
+    assert ops.count("qconv2d_transpose") == 2
+    report = verify_host(debug_build(res.int_mod, "host"), cal[1], export=False)
+    report.assert_ok()
