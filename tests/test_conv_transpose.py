@@ -232,3 +232,25 @@ def test_ppocr_det_is_integer_and_bitexact_on_host():
     assert ops.count("qconv2d_transpose") == 2
     report = verify_host(debug_build(res.int_mod, "host"), cal[1], export=False)
     report.assert_ok()
+
+
+# -- unsupported forms stay float with a reason ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"dilation": [2, 2]}, "dilation [2, 2] (only 1)"),
+    ({"strides": [2, 2]}, ""),
+])  # fmt: skip
+def test_plan_conv_transpose_reasons(kwargs: dict, reason: str) -> None:
+    from tvm_arq.passes.analysis import plan_quantization
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, 4, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = relax.const(np.ones((2, 3, 3, 3), np.float32))
+            y = bb.emit(relax.op.nn.conv2d_transpose(x, w, **kwargs), "convt")
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    fallbacks = plan_quantization(bb.get()).fallbacks
+    assert [(op, why) for _, op, why in fallbacks] == ([("relax.nn.conv2d_transpose", reason)] if reason else [])
