@@ -13,9 +13,11 @@ each output is a small dense conv of ``T x T`` taps over the *original* input, w
 phase (the classic stride-phase decomposition into ``s*s`` convolutions, written as one compute whose weight
 and bias index carry the phase). Compared with the textbook "insert ``s-1`` zeros between input pixels, then
 conv with the flipped kernel", it does ``s*s`` times fewer multiply-adds (4x at stride 2, 16x at stride 4)
-and materializes nothing; compared with a scatter it has no write conflicts and is an ordinary reduction that
-MetaSchedule tiles, vectorizes and parallelizes (the kernels are plain TE and tunable with the default rules;
-they are not mapped onto the packed ``sdot`` / ``vpdpbusd`` conv template -- see "Not done" below).
+and materializes nothing; compared with a scatter it has no write conflicts and is an ordinary reduction
+(spatial loops ``n, i, j, o``, reduction ``t, u, c``) that MetaSchedule's default rules tile, vectorize and
+parallelize (its post-order-apply space generator yields 3 design spaces for the NHWC kernel). Untuned builds
+run it with TVM's plain loops, like the grouped NHWC conv; it is not mapped onto the packed ``sdot`` /
+``vpdpbusd`` conv template (see "Not done" below).
 
 **Zero points, bit-exact.** The kernel's inner loop is ``sum q_x * q_w`` as in conv. Rows and columns the
 gather reads outside the input hold the zero point ``z_x`` (real 0), taps ``ky >= K`` of the last phase have
