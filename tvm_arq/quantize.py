@@ -245,8 +245,10 @@ def find_consumers(mod: tvm.IRModule, plan: QuantPlan) -> dict:
                 if b.op == "relax.nn.conv2d":
                     a = b.value.attrs
                     cs.append(conv_consumer(u, w, a.strides, a.padding, a.dilation, int(a.groups)))
-                else:
+                elif b.op == "relax.matmul":
                     cs.append(dense_consumer(u, w))
+                else:  # e.g. conv2d_transpose: judged on the tensor's own error
+                    other = True
             elif u in lut_of and plan.luts[lut_of[u]].leaf.name == p and plan.luts[lut_of[u]].rows == 1:
                 if lut_of[u] not in luts:
                     luts.add(lut_of[u])

@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     concat,
     conv,
     conv_nhwc,
+    conv_transpose,
     depthwise,
     lut,
     movement,
