@@ -23,8 +23,8 @@ weight; :func:`bind_params` (:mod:`.params`) binds the weights back as constants
 from .canonicalize import canonicalize_clip
 from .loader import FrontendError, ModelLike, load_onnx
 from .onnx_import import from_onnx, model_qparams
-from .qdq import ModelQuant, QDQError
 from .params import bind_params, prepare_module
+from .qdq import ModelQuant, QDQError
 from .shapes import ShapeLike
 from .simplify import MAX_FOLD_BYTES, simplify_onnx
 
