@@ -244,6 +244,75 @@ def boards(w: Work, act: str, tmp: Path, names: Sequence[str]) -> dict:
     return out
 
 
+def local_layers(w: Work, path: Path, k: int) -> dict:
+    """Per-layer agreement on identical inputs: ``k`` ops (evenly spaced) cut out of the QDQ model with their
+    input QuantizeLinear nodes; both runtimes get onnxruntime-ref's float input values of the op."""
+    import onnx
+    import onnxruntime as ort
+
+    import tvm_arq
+
+    m = onnx.load(str(path))
+    prod = {o: n for n in m.graph.node for o in n.output}
+    inits = {t.name for t in m.graph.initializer}
+    cands = []
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        srcs = []
+        for t in n.input:
+            dq = prod.get(t)
+            q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+                srcs.append(q.input[0])
+        outs = [c for c in m.graph.node if c.op_type == "QuantizeLinear" and c.input[0] == n.output[0]]
+        dq_out = [c.output[0] for c in m.graph.node if outs and c.op_type == "DequantizeLinear"
+                  and c.input[0] == outs[0].output[0]]
+        if srcs and dq_out and w.input_name not in srcs:
+            cands.append((n, srcs, dq_out[0]))
+    picked = [cands[i] for i in np.linspace(0, len(cands) - 1, min(k, len(cands))).astype(int)]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    full = onnx.ModelProto()
+    full.CopyFrom(m)
+    wanted = sorted({t for _, srcs, _ in picked for t in srcs})
+    full.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in wanted)
+    vals = dict(zip(wanted, ort.InferenceSession(full.SerializeToString(), so, providers=["CPUExecutionProvider"])
+                    .run(wanted, {w.input_name: w.inputs[:1]}), strict=True))
+    rows = []
+    for node, srcs, out in picked:
+        sub = onnx.ModelProto()
+        sub.CopyFrom(m)
+        del sub.graph.output[:]
+        sub.graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+        sub.graph.input.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, list(vals[t].shape))
+                               for t in srcs)
+        try:
+            sub = onnx.utils.Extractor(sub).extract_model(srcs, [out])
+            qm = tvm_arq.build(*tvm_arq.from_onnx(sub), "host", progress=False)
+            feed = [vals[t] for t in srcs]
+            ref = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+                None, dict(zip(srcs, feed, strict=True)))[0]
+            scale = output_scale_of(sub)
+            d = np.abs(np.asarray(qm.run(*feed), np.float32) - ref).reshape(-1) / scale
+            rows.append({"node": node.name, "op": node.op_type, "elements": int(d.size),
+                         "equal": float((d <= 1e-3).mean()), "within_1lsb": float((d <= 1 + 1e-3).mean()),
+                         "max_lsb": float(d.max())})
+        except Exception as exc:  # noqa: BLE001 - a sub-model that does not cut cleanly is skipped
+            rows.append({"node": node.name, "op": node.op_type, "error": f"{type(exc).__name__}: {exc}"[:160]})
+        logger.info("%s local %s", w.name, rows[-1])
+    return {"layers": rows}
+
+
+def output_scale_of(model) -> float:
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    out = model.graph.output[0].name
+    n = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == out)
+    return float(numpy_helper.to_array(inits[n.input[1]]).reshape(-1)[0])
+
+
 def render(records: list[dict], cmd: str, nncf: str) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
     lines = [
@@ -279,6 +348,16 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
             ok = "yes" if v.get("ok") else f"NO {v.get('error', '') or v.get('mismatch')}"
             lines.append(f"| {r['model']} | {r['act']} | {b} | {v.get('target', '-')} | {ok} | "
                          f"{v.get('tensors', '-')} | {v['seconds']:.0f} |")
+    lines += ["", "## Single layers on identical inputs (vs ort-ref; onnxruntime-ref's input values, one sample)", "",
+              "| model | act | node | op | elements | equal | within 1 LSB | max LSB |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for lay in r.get("local", {}).get("layers", []):
+            if "error" in lay:
+                lines.append(f"| {r['model']} | {r['act']} | {lay['node']} | {lay['op']} | skipped: {lay['error']} "
+                             "| | | |")
+            else:
+                lines.append(f"| {r['model']} | {r['act']} | {lay['node']} | {lay['op']} | {lay['elements']} | "
+                             f"{pct(lay['equal'])} | {pct(lay['within_1lsb'])} | {lay['max_lsb']:.0f} |")
     lines += ["", f"NNCF: {nncf}", ""]
     return "\n".join(lines)
 
@@ -291,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--verify", type=int, default=1, help="samples for the host bit-exact check")
     ap.add_argument("--boards", nargs="*", default=["mnist"], help="models checked on the emulated boards")
+    ap.add_argument("--local", nargs="*", default=["efficientnet", "yolox"],
+                    help="models whose single layers are compared on identical inputs")
+    ap.add_argument("--local-k", type=int, default=10, help="layers per --local model")
     ap.add_argument("--board-names", nargs="+", default=["aarch64", "riscv64"])
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args(argv)
@@ -298,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("tvm_arq", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     default_n = {"mnist": 500, "ppocr_cls": 200, "efficientnet": 60, "yolox": 20}
+    try:
+        import nncf  # noqa: F401
+
+        nncf_note = "installed but not run by this script"
+    except ImportError:
+        nncf_note = "not installed here (not tried: onnxruntime quantize_static only)"
+    cmd = "python scripts/bench_qdq.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             for act in args.acts:
                 try:
                     rec, _ = run_one(w, act, Path(tmp), args.verify)
+                    if name in args.local and act == args.acts[0]:
+                        rec["local"] = local_layers(w, Path(tmp) / f"{name}_qdq_{act}.onnx", args.local_k)
                     if name in args.boards and act == args.acts[0]:
                         rec["boards"] = boards(w, act, Path(tmp), args.board_names)
                 except Exception as exc:  # noqa: BLE001 - a failed model is a result
@@ -314,14 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                     rec = {"model": name, "act": act, "error": f"{type(exc).__name__}: {exc}"[:300]}
                 records.append(rec)
                 (out / "qdq.json").write_text(json.dumps(records, indent=1, default=str))
-    try:
-        import nncf  # noqa: F401
-
-        nncf_note = "installed but not run by this script"
-    except ImportError:
-        nncf_note = "not installed here (not tried: onnxruntime quantize_static only)"
-    cmd = "python scripts/bench_qdq.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    (out / "qdq.md").write_text(render(records, cmd.strip(), nncf_note))
+                (out / "qdq.md").write_text(render(records, cmd.strip(), nncf_note))
     print((out / "qdq.md").read_text())
     return 0
 

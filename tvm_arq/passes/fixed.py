@@ -31,12 +31,14 @@ from ..frontend.naming import layer_of
 from ..frontend.qdq import ActQuant, ModelQuant
 from ..ops.irutil import bindings_of
 from ..qmath import QParams, QuantizationError, dtype_range
-from .analysis import QuantPlan, Role, plan_quantization
+from .analysis import EXCLUDED, QuantPlan, Role, plan_quantization
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["fixed_qparams", "model_weights", "plan_fixed"]
 
+#: why a layer stays float in a pre-quantized model
+NOT_IN_MODEL = "not quantized in the model"
 #: replanning rounds (each keeps more layers in float) before giving up
 MAX_ROUNDS = 8
 
@@ -117,7 +119,8 @@ def plan_fixed(mod: tvm.IRModule, table: ModelQuant, act_dtype: str, skip_ops: t
         for p in plan.points:
             if p in table.activations:
                 continue
-            if p in params:  # a model input the model does not quantize: its integer readers stay float
+            if p in params or layer_of(p) in excluded:
+                # a model input (or float op output) the model does not quantize: its integer readers stay float
                 new.update(layer_of(u) for u in users.get(p, []) if u in plan.ops and plan.ops[u].role is not Role.FLOAT)
             else:
                 new.add(layer_of(p))
@@ -132,6 +135,13 @@ def plan_fixed(mod: tvm.IRModule, table: ModelQuant, act_dtype: str, skip_ops: t
     else:
         raise QuantizationError("the model's quantized regions do not match any integer plan "
                                 f"(still unresolved after {MAX_ROUNDS} rounds)")
+    auto = set(excluded) - set(exclude)
+    if auto:
+        plan.fallbacks = [(n, op, NOT_IN_MODEL if layer_of(n) in auto and r == EXCLUDED else r)
+                          for n, op, r in plan.fallbacks]
+        for op_plan in plan.ops.values():
+            if op_plan.reason == EXCLUDED and layer_of(op_plan.name) in auto:
+                op_plan.reason = NOT_IN_MODEL
     if promoted:
         logger.info("re-quantized where the model does (own scale after a pass-through op): %s", promoted)
     qparams = {p: fixed_qparams(table.activations[p], act_dtype, table.source) for p in plan.points}
