@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("tvm_arq", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    logger.setLevel(logging.INFO)
     default_n = {"mnist": 500, "ppocr_cls": 200, "efficientnet": 60, "yolox": 20}
     try:
         import nncf  # noqa: F401
