@@ -31,7 +31,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .loader import FrontendError
+from .loader import QDQError
+from .qoperator import qoperator_to_qdq
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ ACT_DTYPES = ("int8", "uint8")
 SUPPORTED = ("supported: 8-bit QuantizeLinear/DequantizeLinear with int8 or uint8 activations "
              "(per-tensor scale and zero point) and int8 weights with zero point 0 (per-tensor or per output "
              "channel)")
-
-
-class QDQError(FrontendError):
-    """A pre-quantized model that cannot be compiled exactly (the message names the node)."""
 
 
 @dataclass(frozen=True)
@@ -243,8 +240,6 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ModelQuant]:
     QDQError
         For inputs the integer kernels cannot reproduce exactly, naming the node.
     """
-    from .qoperator import qoperator_to_qdq
-
     out = onnx.ModelProto()
     out.CopyFrom(model)
     source = "QDQ"

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .qdq import QDQError
+from .loader import QDQError
 
 __all__ = ["QOPERATOR_OPS", "qoperator_to_qdq"]
 
