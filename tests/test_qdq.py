@@ -232,3 +232,20 @@ def test_cli_build_and_compare_without_calibration(models, tmp_path, capsys):
     assert cli.main(["compare", str(models["tiny"]), "--data", str(tmp_path / "x.npy")]) == 0
     text = capsys.readouterr().out
     assert "model-qdq" in text and "onnxruntime" in text
+
+
+def test_fake_quantized_weights_are_quantized_at_import(models):
+    """PyTorch / NNCF style ``QuantizeLinear(float weight) -> DequantizeLinear``: the same integer weights."""
+
+    def fake_quant(m: onnx.ModelProto) -> None:
+        dq = _weight_dq(m)
+        q = numpy_helper.to_array(_init(m, "w1_quantized")).astype(np.float32)
+        s = numpy_helper.to_array(_init(m, "w1_scale")).reshape(-1, 1, 1, 1)
+        m.graph.initializer.append(numpy_helper.from_array(q * s, "w1_float"))
+        m.graph.node.insert(0, helper.make_node("QuantizeLinear", ["w1_float", "w1_scale", "w1_zero_point"],
+                                                ["w1_fq"], axis=0, name="w1_QuantizeLinear"))
+        dq.input[0] = "w1_fq"
+
+    (_, a), (_, b) = integer_program(_edit(models["uint8"], fake_quant)), integer_program(models["uint8"])
+    x = _samples(1, 7)[0]
+    np.testing.assert_array_equal(np.asarray(a.run(x)), np.asarray(b.run(x)))
