@@ -116,18 +116,15 @@ def integer_program(path: Path):
 def test_qdq_build_matches_model_arithmetic(models, act):
     """No calibration: the model's scales and integer weights; output equal to the QDQ graph's within 1 LSB.
 
-    uint8 is compiled for the host and checked bit-exact against the reference; int8 runs the reference only.
+    Runs tvm_arq's numpy reference interpreter (no compilation: test time); the compiled host program is checked
+    bit-exact against it, every tensor, in :func:`test_cli_build_compare_and_verify_without_calibration`.
     """
     path = models[act]
     table = model_qparams(tvm_arq.from_onnx(path)[0])
     assert table is not None and table.source == "QDQ" and len(table.weights) == 4
-    if act == "uint8":
-        qm = tvm_arq.build(*tvm_arq.from_onnx(path), "host", progress=False)
-        assert not qm.fallbacks
-        qparams, run = qm.qparams, qm.run
-    else:
-        res, ref = integer_program(path)
-        qparams, run = res.qparams, ref.run
+    res, ref = integer_program(path)  # the numpy reference: compiled programs are bit-exact with it (see below)
+    qparams, run = res.qparams, ref.run
+    assert not res.plan.fallbacks
     assert qparams and all(q.rule.startswith("from model (QDQ)") for q in qparams.values())
     model = onnx.load(path)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -139,8 +136,6 @@ def test_qdq_build_matches_model_arithmetic(models, act):
     d = np.concatenate(diffs)
     assert d.max() <= 1.0 + 1e-3
     assert (d < 1e-3).mean() >= 0.9  # most outputs identical (the rest: fixed-point vs float requantization)
-    if act == "uint8":
-        verify_host(debug_build(qm), _samples(1, 3)[0], export=False).assert_ok()
 
 
 def test_qoperator_equals_qdq(models):
@@ -219,7 +214,7 @@ def test_blocked_quantization_is_refused(models):
         tvm_arq.from_onnx(_edit(models["uint8"], blocked))
 
 
-def test_cli_build_and_compare_without_calibration(models, tmp_path, capsys):
+def test_cli_build_compare_and_verify_without_calibration(models, tmp_path, capsys):
     from tvm_arq import cli
 
     out = tmp_path / "m.so"
@@ -232,6 +227,9 @@ def test_cli_build_and_compare_without_calibration(models, tmp_path, capsys):
     assert cli.main(["compare", str(models["tiny"]), "--data", str(tmp_path / "x.npy")]) == 0
     text = capsys.readouterr().out
     assert "model-qdq" in text and "onnxruntime" in text
+    # every integer tensor of the host program bit-exact against the reference (tvm_arq.verify)
+    host = tvm_arq.build(*tvm_arq.from_onnx(models["tiny"]), "host", progress=False)
+    verify_host(debug_build(host), _samples(1, 3)[0], export=False).assert_ok()
 
 
 def test_fake_quantized_weights_are_quantized_at_import(models):
