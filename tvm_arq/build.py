@@ -14,9 +14,9 @@ import tvm
 from .backends import ApplyDefaultSchedules, get_backend
 from .budget import AccuracyBudget, meet_budget
 from .config import Calibrator, QuantConfig, Scheme
-from .frontend import prepare_module
+from .frontend import model_qparams, prepare_module
 from .model import QuantizedModel
-from .quantize import input_specs, normalize_sample, quantize_module
+from .quantize import input_specs, normalize_sample, quantize_fixed, quantize_module
 from .target import TargetInfo, resolve_target
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,10 @@ def build(
         a CLI-style string such as ``"llvm -mtriple=aarch64"``, a target dict or a ``tvm.target.Target``.
     calibration
         Iterable of samples: arrays (single input), tuples of arrays, or dicts input name -> array.
-        Required unless ``scheme="float"``.
+        Required unless ``scheme="float"`` or the model is pre-quantized (a QDQ / QOperator ONNX model imported
+        by :func:`tvm_arq.from_onnx`): without calibration such a model is compiled with exactly its own scales,
+        zero points and integer weights (``model.qparams[t].rule`` starts with ``"from model"``); with
+        calibration it is re-quantized our way (``scheme``, ``calibrator``) from its float weights.
     scheme
         ``"hybrid"`` (default), ``"symmetric"``, ``"asymmetric"`` or ``"float"``.
     calibrator
@@ -122,9 +125,19 @@ def build(
         ex = compile_for(fmod, info, tuning)
         return QuantizedModel(ir=fmod, qdq=None, qparams={}, plan=None, target=info, config=config,
                               executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0)
-    if calibration is None:
-        raise ValueError("calibration data is required for a quantized scheme (or pass scheme='float')")
     act_dtype = config.act_dtype or info.act_dtype
+    table = model_qparams(mod)
+    if calibration is None and table is not None:
+        if accuracy is not None:
+            raise ValueError("an accuracy budget needs calibration data (the pre-quantized model's parameters are "
+                             "used as they are without it)")
+        res = quantize_fixed(fmod, table, config, act_dtype)
+        ex = compile_for(res.int_mod, info, tuning)
+        return QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,
+                              config=config, executable=ex, float_ir=fmod, build_seconds=time.perf_counter() - t0)
+    if calibration is None:
+        raise ValueError("calibration data is required for a quantized scheme (or pass scheme='float'); models "
+                         "quantized elsewhere (QDQ ONNX) build without it")
     acc_report = None
     if accuracy is not None:
         if not isinstance(accuracy, AccuracyBudget):

@@ -13,9 +13,14 @@ import numpy as np
 logger = logging.getLogger("tvm_arq")
 
 
-def _calibration(args: argparse.Namespace, mod) -> list[np.ndarray]:
+def _calibration(args: argparse.Namespace, mod) -> list[np.ndarray] | None:
+    """The calibration samples; ``None`` for a pre-quantized (QDQ) model given none (its own parameters)."""
+    from .frontend import model_qparams
     from .samples import input_shape, load_samples
 
+    if not args.calibration and model_qparams(mod) is not None:
+        logger.info("pre-quantized model and no --calibration: compiling with the model's own scales and zero points")
+        return None
     if not args.calibration:
         raise ValueError("--calibration DIR|X.npy|X.npz is required for a quantized scheme")
     return load_samples(args.calibration, input_shape(mod), pixel_range=args.pixel_range, limit=args.calib_limit)
@@ -150,6 +155,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("--labels needs --data (the labelled evaluation samples)")
     mod, params = _import(args)
     cal = _calibration(args, mod)
+    if cal is None and not args.data:
+        raise ValueError("a pre-quantized model without --calibration: give the evaluation samples with --data")
     data, labels = _evaluation(args, mod, cal)
     on_calibration = not args.data
     if on_calibration:
@@ -157,7 +164,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               "the int8 ranges were fitted to, so an optimistic figure); pass --data for held-out samples")
     result = compare_schemes(mod, params, cal, data, labels, target=args.target, calibrator=args.calibrator,
                              tuning=_tune_config(args), schemes=("float", "symmetric", "hybrid"),
-                             max_drop=args.max_drop)
+                             max_drop=args.max_drop, source=Path(args.model).expanduser())
     if on_calibration:
         result.notes.append(f"agreement measured on the {len(data)} calibration samples (no --data given): "
                             "not held-out data")
@@ -479,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="ONNX file")
     c.add_argument("--target", default="host", help="compilation target (latency only for targets that run "
                                                       "here; default: host)")
-    model_args(c, calibration_required=True, scheme=False)
+    model_args(c, scheme=False)
     c.add_argument("--data", metavar="DIR|X.npy|X.npz",
                    help="evaluation samples; an .npz may hold labels (y). Without it, top-1 agreement with "
                         "fp32 is measured on the calibration samples (said in the output)")

@@ -126,10 +126,24 @@ def top1(model: Any, data: Sequence[np.ndarray], progress: bool = False, desc: s
     return np.asarray(preds, dtype=np.int64)
 
 
+def _onnxruntime_top1(source: Any, data: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Top-1 of onnxruntime running the ONNX model ``source`` (None if onnxruntime is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        logger.warning("onnxruntime is not installed: the source runtime's row is left out")
+        return None
+    data_ = source.SerializeToString() if hasattr(source, "SerializeToString") else str(source)
+    sess = ort.InferenceSession(data_, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.asarray([int(np.argmax(np.asarray(sess.run(None, {name: np.asarray(x, np.float32).reshape(
+        [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape])})[0]).reshape(-1))) for x in data])
+
+
 def compare_schemes(
     mod: Any,
     params: Mapping[str, np.ndarray] | None,
-    calibration: Sequence[np.ndarray],
+    calibration: Sequence[np.ndarray] | None,
     data: Sequence[np.ndarray] | None = None,
     labels: np.ndarray | None = None,
     *,
@@ -141,6 +155,7 @@ def compare_schemes(
     bench_repeat: int = 5,
     max_drop: float | None = None,
     progress: bool = True,
+    source: Any = None,
 ) -> Comparison:
     """Build ``mod`` once per scheme and compare accuracy and latency.
 
@@ -149,7 +164,7 @@ def compare_schemes(
     mod, params
         Float Relax module and weights (:func:`tvm_arq.from_onnx`).
     calibration
-        Calibration samples.
+        Calibration samples; ``None`` for a pre-quantized (QDQ) model compared only as the model quantized it.
     data
         Evaluation samples (default: the calibration samples).
     labels
@@ -171,6 +186,10 @@ def compare_schemes(
         (:class:`~tvm_arq.budget.AccuracyBudget`).
     progress
         Show progress bars.
+    source
+        The ONNX model ``mod`` was imported from. For a pre-quantized (QDQ / QOperator) model two rows are added:
+        ``model-qdq`` (tvm_arq with the model's own parameters, no calibration) and ``onnxruntime`` (the
+        producer's runtime on the same file; needs onnxruntime).
 
     Returns
     -------
@@ -181,6 +200,14 @@ def compare_schemes(
     ValueError
         If ``labels`` and ``data`` differ in length, or there is no sample.
     """
+    from .frontend import model_qparams
+
+    prequantized = model_qparams(mod) is not None
+    if calibration is None and not prequantized:
+        raise ValueError("calibration samples are required (only a pre-quantized QDQ model compares without them)")
+    calibration = list(calibration) if calibration is not None else []
+    if not calibration:
+        schemes = ()
     data = list(calibration if data is None else data)
     if not data:
         raise ValueError("no evaluation samples")
@@ -189,7 +216,8 @@ def compare_schemes(
         if len(labels) != len(data):
             raise ValueError(f"{len(labels)} labels for {len(data)} evaluation samples")
     info = resolve_target(target)
-    order = ["float", *[Scheme(s).value for s in schemes if Scheme(s) is not Scheme.FLOAT]]
+    order = ["float", *(["model-qdq"] if prequantized else []),
+             *[Scheme(s).value for s in schemes if Scheme(s) is not Scheme.FLOAT]]
     if max_drop is not None:
         if len(order) < 2:
             raise ValueError("max_drop needs a quantized scheme to compare")
@@ -215,8 +243,10 @@ def compare_schemes(
             cfg = dataclasses.replace(tuning, work_dir=tuning.work_dir / name)
         t0 = time.perf_counter()
         logger.info("building %s", name)
-        model = build(mod, params, info, calibration=None if scheme == "float" else calibration,
-                      scheme=scheme, calibrator=calibrator, tuning=cfg, accuracy=budget, progress=progress)
+        fixed = scheme == "model-qdq"
+        model = build(mod, params, info, calibration=None if scheme == "float" or fixed else calibration,
+                      scheme="hybrid" if fixed else scheme, calibrator=calibrator, tuning=cfg, accuracy=budget,
+                      progress=progress)
         build_s = time.perf_counter() - t0
         preds = top1(model, data, progress=progress, desc=f"evaluating {name}")
         if ref is None:
@@ -226,7 +256,7 @@ def compare_schemes(
             lat.update(model.benchmark(data[0], number=bench_number, repeat=bench_repeat))
         rows.append(SchemeResult(
             scheme=name,
-            calibrator="-" if scheme == "float" else str(calibrator),
+            calibrator="-" if scheme == "float" else "from model" if fixed else str(calibrator),
             accuracy=None if labels is None else float(np.mean(preds == labels)),
             agreement=float(np.mean(preds == ref)),
             median_ms=lat["median_ms"],
@@ -241,6 +271,15 @@ def compare_schemes(
             kept = ", ".join(rows[-1].kept_float) or "nothing"
             notes.append(f"{name}: max drop {max_drop:g} pt ({rep.metric}); kept in float: {kept} "
                          f"({rep.macs_kept:,} of {rep.macs_total:,} MACs)")
+    if prequantized and source is not None:
+        preds = _onnxruntime_top1(source, data)
+        if preds is not None:
+            rows.append(SchemeResult(scheme="onnxruntime", calibrator="from model",
+                                     accuracy=None if labels is None else float(np.mean(preds == labels)),
+                                     agreement=float(np.mean(preds == ref)), median_ms=None, p90_ms=None,
+                                     tuned=False, float_fallbacks=0, build_seconds=0.0))
+            notes.append("onnxruntime: the source runtime on the same pre-quantized file (its own kernels; latency "
+                         "not measured); fp32 is tvm_arq's float build of the model's dequantized weights")
     return Comparison(rows=rows, target=str(info.triple), n_samples=len(data), n_calibration=len(calibration),
                       labelled=labels is not None, tuned=tuning is not None,
                       trials=0 if tuning is None else int(tuning.trials), notes=notes)

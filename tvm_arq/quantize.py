@@ -482,3 +482,21 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
     qdq = AnnotateQuantization(plan, qparams, {k: m.mean for k, m in (means or {}).items()})(mod)
     int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)
+
+
+def quantize_fixed(mod: tvm.IRModule, table, config: QuantConfig, act_dtype: str) -> QuantizationResult:
+    """Compile a pre-quantized (QDQ) model's float module with the model's own parameters (no calibration).
+
+    ``table`` is the :class:`~tvm_arq.frontend.ModelQuant` of :func:`~tvm_arq.frontend.model_qparams`; see
+    :func:`~tvm_arq.passes.fixed.plan_fixed`. Every ``qparams[...].rule`` says the parameters came from the model.
+    """
+    from .passes.fixed import plan_fixed
+
+    input_specs(mod)
+    mod = recognize_blocks(mod)
+    plan, qparams, weights = plan_fixed(mod, table, act_dtype, config.skip_ops, config.exclude)
+    if not plan.points:
+        raise ValueError("nothing to quantize: the model quantizes no op that tvm_arq implements in integer")
+    qdq = AnnotateQuantization(plan, qparams, None, weights)(mod)
+    int_mod = RealizeInteger(plan)(qdq)
+    return QuantizationResult(mod, plan, qparams, qdq, int_mod)

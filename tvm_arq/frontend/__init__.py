@@ -22,8 +22,9 @@ weight; :func:`bind_params` (:mod:`.params`) binds the weights back as constants
 
 from .canonicalize import canonicalize_clip
 from .loader import FrontendError, ModelLike, load_onnx
-from .onnx_import import from_onnx
+from .onnx_import import from_onnx, model_qparams
 from .params import bind_params, prepare_module
+from .qdq import ModelQuant, QDQError
 from .shapes import ShapeLike
 from .simplify import MAX_FOLD_BYTES, simplify_onnx
 
@@ -31,11 +32,14 @@ __all__ = [
     "FrontendError",
     "MAX_FOLD_BYTES",
     "ModelLike",
+    "ModelQuant",
+    "QDQError",
     "ShapeLike",
     "bind_params",
     "canonicalize_clip",
     "from_onnx",
     "load_onnx",
+    "model_qparams",
     "prepare_module",
     "simplify_onnx",
 ]

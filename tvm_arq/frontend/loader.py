@@ -11,13 +11,17 @@ from onnx import numpy_helper
 
 from .graph import DEFAULT_DOMAINS
 
-__all__ = ["FrontendError", "ModelLike", "load_onnx"]
+__all__ = ["FrontendError", "ModelLike", "QDQError", "load_onnx"]
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 
 
 class FrontendError(ValueError):
     """The model cannot be loaded, simplified or imported into TVM."""
+
+
+class QDQError(FrontendError):
+    """A pre-quantized model that cannot be compiled exactly (the message names the node)."""
 
 
 def _describe(model: ModelLike) -> str:

@@ -15,13 +15,17 @@ from tvm import relax
 from .canonicalize import canonicalize_clip
 from .graph import DEFAULT_DOMAINS, UniqueNames, iter_nodes, replace_uses
 from .loader import FrontendError, ModelLike, load_onnx
-from .naming import import_named
+from .naming import LAYER_SEP, _node_label, import_named
+from .qdq import ModelQuant, is_quantized, strip_qdq
 from .shapes import ShapeLike
 from .simplify import MAX_FOLD_BYTES, simplify_proto
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["from_onnx"]
+__all__ = ["MODEL_QPARAMS_ATTR", "from_onnx", "model_qparams"]
+
+#: IRModule attribute holding the fixed parameters of a pre-quantized (QDQ) model, as JSON
+MODEL_QPARAMS_ATTR = "arq.model_qparams"
 
 _FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
@@ -145,6 +149,9 @@ def from_onnx(
         import it (the message names the unsupported ops when they are known).
     """
     proto, name = load_onnx(model)
+    table = None
+    if is_quantized(proto):
+        proto, table = strip_qdq(proto)
     simplified, shapes = simplify_proto(proto, name, shape, max_fold_bytes)
     prepared = _prepare_for_tvm(simplified)
 
@@ -187,6 +194,9 @@ def from_onnx(
     if canonicalize:
         mod = canonicalize_clip(mod)
     mod, params = _drop_unused_weights(mod, num_input, params)
+    if table is not None:
+        keyed = _rekey(table, simplified, [p.name for p in list(mod["main"].params)[:num_input]])
+        mod = mod.with_attr(MODEL_QPARAMS_ATTR, keyed.to_json())
     logger.info(
         "imported %s: %d data input(s), %d weight tensors (%.2f MB)",
         name,
@@ -224,3 +234,36 @@ def _drop_unused_weights(
     new_mod = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     new_mod[mod.get_global_var("main")] = new_func
     return new_mod, {k: v for k, v in params.items() if k not in unused}
+
+
+def _rekey(table: ModelQuant, model: onnx.ModelProto, input_vars: list[str]) -> ModelQuant:
+    """Re-key a :class:`~tvm_arq.frontend.qdq.ModelQuant` by Relax names (binding of each tensor's producer,
+    parameter of each graph input); tensors the simplification removed are dropped."""
+    where: dict[str, str] = {}
+    inits = {t.name for t in model.graph.initializer}
+    data_inputs = [vi.name for vi in model.graph.input if vi.name not in inits]
+    where.update(zip(data_inputs, input_vars, strict=False))
+    for node in model.graph.node:
+        label = _node_label(node)
+        for i, o in enumerate(node.output):
+            if o:
+                where[o] = label if i == 0 else f"{label}{LAYER_SEP}out{i}"
+    out = ModelQuant(source=table.source)
+    lost = []
+    for t, act in table.activations.items():
+        if t in where:
+            out.activations[where[t]] = act
+        else:
+            lost.append(t)
+    if lost:
+        logger.debug("model quantization parameters of %d tensor(s) removed by simplification: %s", len(lost), lost)
+    labels = {_node_label(n) for n in model.graph.node}
+    out.weights = {k.replace(LAYER_SEP, ":"): v for k, v in table.weights.items() if k.replace(LAYER_SEP, ":") in labels}
+    return out
+
+
+def model_qparams(mod: tvm.IRModule) -> ModelQuant | None:
+    """The fixed parameters of a pre-quantized model imported by :func:`from_onnx`, or None (a float model)."""
+    if mod.attrs is None or MODEL_QPARAMS_ATTR not in mod.attrs:
+        return None
+    return ModelQuant.from_json(str(mod.attrs[MODEL_QPARAMS_ATTR]))

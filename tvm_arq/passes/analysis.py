@@ -138,11 +138,14 @@ def excluded_bindings(bs: list[Binding], exclude: tuple[str, ...]) -> set[str]:
     return out
 
 
-def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> QuantPlan:
+def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                      split_at: frozenset[str] = frozenset()) -> QuantPlan:
     """Compute the :class:`QuantPlan` of ``mod["main"]`` (a float module with constants bound).
 
     The per-op decisions come from the planner rules of :data:`tvm_arq.ops.REGISTRY`. Ops in ``skip_ops``
-    and the layers named by ``exclude`` (:func:`excluded_bindings`) stay in float.
+    and the layers named by ``exclude`` (:func:`excluded_bindings`) stay in float. Bindings in ``split_at``
+    are never inner members of a lookup table (a pre-quantized model quantizes them: the ``Sigmoid`` of a SiLU
+    is then its own table and the product an integer ``mul``, as in the model).
     """
     func = mod["main"]
     check_unique_names(func)
@@ -256,7 +259,7 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude
     for b in reversed(bs):
         if b.op not in EVALUATORS or not absorbable(b.var):
             continue
-        region = grow_region(b.var, var2val, absorbable, users)
+        region = grow_region(b.var, var2val, lambda v: absorbable(v) and v.name not in split_at, users)
         if region is None or region.only_clamps or not _is_float_tensor(region.leaf):
             continue
         plan.luts[b.name] = region

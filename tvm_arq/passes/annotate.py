@@ -21,10 +21,12 @@ import tvm
 from tvm import relax
 from tvm.relax import op as R
 
+from ..frontend.naming import layer_of
 from ..ops.irutil import Binding, Rebuilder
 from ..ops.registry import REGISTRY, PlanRule
 from ..qmath import QParams, quantize_weights_per_channel
 from .analysis import QuantPlan, Role
+from .fixed import model_weights
 
 
 def qdq(bb: relax.BlockBuilder, x: relax.Expr, qp: QParams, name: str) -> relax.Var:
@@ -47,8 +49,9 @@ def weight_shift(w: np.ndarray, w_hat: np.ndarray, input_mean: np.ndarray, rule:
     return rule.weight_shift(d, m, call)
 
 
-def dq_weight(w: np.ndarray, axis: int) -> relax.Expr:
-    qw, scales = quantize_weights_per_channel(w, axis=axis)
+def dq_weight(w: np.ndarray, axis: int, fixed: tuple[np.ndarray, np.ndarray] | None = None) -> relax.Expr:
+    """``dequantize(int8 weights, per-channel scales, 0)``: quantized here, or the model's own (``fixed``)."""
+    qw, scales = fixed if fixed is not None else quantize_weights_per_channel(w, axis=axis)
     return R.dequantize(
         relax.const(qw, "int8"),
         relax.const(scales, "float32"),
@@ -73,16 +76,21 @@ class AnnotateQuantization:
         keyed by the input tensor's name (see :class:`~tvm_arq.quantize.ChannelMean`). Given,
         the expected output shift of the weight rounding is removed from the anchor's bias (bias
         correction, see the module docstring). Anchors without a bias add are left as they are.
+    weight_scales
+        Optional weight scales of a pre-quantized model per layer name (:func:`~tvm_arq.passes.fixed.plan_fixed`):
+        those anchors take the model's integer weights (:func:`~tvm_arq.passes.fixed.model_weights`).
     """
 
     def __init__(self, plan: QuantPlan, qparams: dict[str, QParams],
-                 input_means: dict[str, np.ndarray] | None = None):
+                 input_means: dict[str, np.ndarray] | None = None,
+                 weight_scales: dict[str, np.ndarray] | None = None):
         missing = [p for p in plan.points if p not in qparams]
         if missing:
             raise KeyError(f"no quantization parameters for {missing[:5]}")
         self.plan = plan
         self.qparams = qparams
         self.input_means = input_means or {}
+        self.weight_scales = weight_scales or {}
 
     def _qp(self, name: str) -> QParams:
         return self.qparams[self.plan.qsource[name]]
@@ -112,7 +120,10 @@ class AnnotateQuantization:
                     shape[axis] = -1
                     shifts[op_plan.group_output] = (b, rule, weight_shift(
                         w, qw.astype(np.float32) * scales.reshape(shape), np.asarray(mean), rule, value))
-                value = relax.Call(value.op, [value.args[0], dq_weight(w, axis)], value.attrs, value.ty_args)
+                fixed = None
+                if layer_of(b.name) in self.weight_scales:
+                    fixed = model_weights(w, axis, self.weight_scales[layer_of(b.name)], layer_of(b.name))
+                value = relax.Call(value.op, [value.args[0], dq_weight(w, axis, fixed)], value.attrs, value.ty_args)
             elif op_plan is not None and op_plan.role is Role.EPILOGUE and op_plan.group_output in shifts:
                 anchor, rule, shift = shifts[op_plan.group_output]
                 if rule.bias is not None and rule.bias(anchor, b, var2val):  # the group's bias add
