@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     conv_nhwc,
     depthwise,
     lut,
+    matmul,
     movement,
     mul,
     norm,
