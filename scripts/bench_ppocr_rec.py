@@ -135,7 +135,6 @@ def main() -> int:
         res["builds"][label] = s
         logger.info("%s: word %.4f char %.4f fallbacks %s", label, s["word_acc"], s["char_acc"], s["fallbacks"])
         return preds
-        return preds
 
     t0 = time.perf_counter()
     fmodel = tvm_arq.build(mod, params, "host", scheme="float", progress=False)

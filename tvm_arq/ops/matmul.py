@@ -39,7 +39,19 @@ from tvm import relax, te, tirx
 from tvm.relax.dpl import is_op
 
 from ..qmath import dtype_range, quantize_multiplier, requantize_np
-from .common import DQ_X, DQ_Y, I32, I64, Q_SCALE, Q_ZP, RealizeContext, call_args, is_tensor_var, qinfo, requant
+from .common import (
+    DQ_X,
+    DQ_Y,
+    I32,
+    I64,
+    Q_SCALE,
+    Q_ZP,
+    RealizeContext,
+    call_args,
+    is_tensor_var,
+    qinfo,
+    requant,
+)
 from .irutil import Binding, const_value, tensor_dtype, tensor_shape
 from .registry import (
     Kind,
