@@ -21,7 +21,16 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
-from tests.test_realize_structural import arq, assert_lowers_to, dq, dq_weight, q, realize, requant, stub_quantize
+from tests.test_realize_structural import (
+    arq,
+    assert_lowers_to,
+    dq,
+    dq_weight,
+    q,
+    realize,
+    requant,
+    stub_quantize,
+)
 from tvm_arq.backends.default_schedules import ApplyDefaultSchedules
 from tvm_arq.config import QuantConfig, Scheme
 from tvm_arq.ops import REGISTRY
@@ -221,7 +230,7 @@ def _attention(batch=1, tokens: int = 6, dim: int = 8) -> tvm.IRModule:
     bias = relax.const(rng.normal(0, 0.1, dim).astype("float32"))
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((batch, tokens, dim), "float32"))
-    O = relax.op  # noqa: N806
+    O = relax.op  # noqa: N806, E741
     with bb.function("main", [x]):
         with bb.dataflow():
             qq = bb.emit(O.add(O.matmul(x, w["q"]), bias))
