@@ -299,17 +299,22 @@ def test_vector_matmul_stays_correct_in_float():
 
 @pytest.mark.slow
 def test_ppocr_rec_integer_attention_bitexact_on_host():
-    """PP-OCRv4 recognizer (attention + LayerNorm), 1x3x48x80: no float fallback, every tensor bit-exact."""
+    """PP-OCRv4 recognizer (attention + LayerNorm), 1x3x48x80: no float fallback, every tensor bit-exact.
+
+    ``quantize_module`` (what ``tvm_arq.build`` quantizes with; ``model.fallbacks`` is ``plan.fallbacks``) and one
+    debug compile, instead of ``build`` + a second compile, to keep the test short."""
     import tvm_arq
     from arq_bench import assets
     from arq_bench.datasets import text_recognition_set
+    from tvm_arq.build import prepare
     from tvm_arq.verify import debug_build, verify_host
 
     mod, params = tvm_arq.from_onnx(str(assets.fetch("ppocr_rec")), shape=(1, 3, 48, 80))
     x, _ = text_recognition_set(3, seed=0, width=80)
-    model = tvm_arq.build(mod, params, "host", calibration=[x[i][None] for i in range(2)], progress=False)
-    assert model.fallbacks == []
-    ops = [str(f.attrs["arq.op"]) for f in model.ir.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
+    res = quantize_module(prepare(mod, params), [x[i][None] for i in range(2)], QuantConfig(scheme=Scheme.HYBRID),
+                          "int8", progress=False)
+    assert res.plan.fallbacks == []
+    ops = [str(f.attrs["arq.op"]) for f in res.int_mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)
            and f.attrs is not None and "arq.op" in f.attrs]
     assert ops.count("qmatmul") == 4 and ops.count("qdense") == 9
-    verify_host(debug_build(model), x[2][None], export=False).assert_ok()
+    verify_host(debug_build(res.int_mod, "host"), x[2][None], export=False).assert_ok()
