@@ -117,6 +117,10 @@ def main() -> int:
     ap.add_argument("--target-calib", type=int, default=8,
                     help="calibration lines of the aarch64 / riscv64 builds (fallbacks and bit-exactness only)")
     args = ap.parse_args()
+    if not args.parts:  # only re-render the markdown of the JSON
+        out = Path(args.out)
+        out.with_suffix(".md").write_text(markdown(json.loads(out.with_suffix(".json").read_text())))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("tvm_arq").setLevel(logging.ERROR)
     path = assets.fetch("ppocr_rec")
@@ -126,7 +130,7 @@ def main() -> int:
     xe, labels = text_recognition_set(args.eval, seed=1000, width=SHAPE[3])
     cal = [x[None] for x in xc]
     ev = [x[None] for x in xe]
-    res: dict = {"shape": list(SHAPE), "calibration_lines": args.calib, "eval_lines": args.eval,
+    res: dict = {"verify_samples": args.verify_samples, "shape": list(SHAPE), "calibration_lines": args.calib, "eval_lines": args.eval,
                  "calibration_seed": 0, "eval_seed": 1000, "builds": {}, "targets": {}, "bitexact": {}}
 
     def record(label: str, run, model, seconds: float) -> list[str]:
@@ -166,8 +170,9 @@ def main() -> int:
             "lines_decoded_differently_int_vs_float_blocks": sum(x != y for x, y in zip(pa, pb, strict=True)),
             "lines_decoded_differently_int_vs_fp32": sum(x != y for x, y in zip(pa, p_float, strict=True))}
         ia, ib = (res["builds"][k]["word_acc"] for k in builds)
-        res["done_when_word_acc_within_0.5pt"] = abs(ia - ib) * 100 <= 0.5
         res["word_acc_delta_pt"] = round((ia - ib) * 100, 2)
+        # issue 13: "within 0.5 pt of the same build with those blocks in float" (a drop of at most 0.5 pt)
+        res["done_when_drop_at_most_0.5pt"] = (ib - ia) * 100 <= 0.5
         samples = ev[:args.verify_samples]
         t0 = time.perf_counter()
         reps = [verify_host(debug_build(host), x) for x in samples]
@@ -231,8 +236,9 @@ def markdown(res: dict) -> str:
                      f"{s['char_acc']:.4f} [{s['char_ci95'][0]:.3f}, {s['char_ci95'][1]:.3f}] |")
     if "paired" in res:
         lines += ["", f"Integer matmul blocks vs the same build with them in float: {res['word_acc_delta_pt']:+.2f} pt word "
-              f"accuracy (done-when: within 0.5 pt: **{res['done_when_word_acc_within_0.5pt']}**); lines decoded "
-              f"differently: {res['paired']['lines_decoded_differently_int_vs_float_blocks']} of {res['eval_lines']} "
+              f"accuracy (issue 13 done-when, a drop of at most 0.5 pt: **{res['done_when_drop_at_most_0.5pt']}**); "
+              "lines whose raw decoded string (spaces included) differs: "
+              f"{res['paired']['lines_decoded_differently_int_vs_float_blocks']} of {res['eval_lines']} "
               f"(vs fp32: {res['paired']['lines_decoded_differently_int_vs_fp32']})."]
     lines += ["", "## Float fallbacks per target (hybrid build)", "",
               f"The aarch64 / riscv64 builds are calibrated on {res.get('target_calibration_lines', '-')} lines "
@@ -241,6 +247,8 @@ def markdown(res: dict) -> str:
     for tgt, t in res["targets"].items():
         lines.append(f"| {tgt} | {t['fallbacks']} | {t['qmatmul_kernels']} |")
     lines += ["", "## Bit-exact against the reference interpreter (every integer tensor)", "",
+              f"Debug build of the shipped program (`tvm_arq.verify`), {res.get('verify_samples', 2)} evaluation lines "
+              "each; the boards are qemu-user emulations.", "",
               "| where | target | result |", "|---|---|---|"]
     for where, r in res["bitexact"].items():
         lines.append(f"| {where} | {r.get('target', 'host')} | {r.get('summary', r.get('error', ''))} |")
