@@ -25,7 +25,8 @@ Unsupported forms stay in float with a reason in ``model.fallbacks``: a dynamic 
 constant lhs times an activation, a non-float32 operand.
 
 Scheduling: the kernel is a plain TE reduction without a template, so MetaSchedule tunes it with its generic
-CPU rules (multi-level tiling, parallelization, vectorization, unrolling); untuned builds get
+CPU rules (multi-level tiling, parallelization, vectorization, unrolling; ``extract_tasks`` gives each
+``qmatmul`` a task of its own); untuned builds get
 :func:`tvm_arq.backends.schedules.schedule_qmatmul`. It is not tensorized with the dot-product intrinsics (x86 VNNI needs u8 x s8 with
 ``[N/16, K/4, 16, 4]`` packed operands, which an activation rhs would have to be repacked into per call).
 """
