@@ -38,6 +38,7 @@ __all__ = [
     "photo_crops",
     "ppocr_cls_preprocess",
     "text_direction_set",
+    "text_recognition_set",
 ]
 
 logger = logging.getLogger(__name__)
@@ -298,6 +299,40 @@ def text_direction_set(
             img = img.transpose(Image.Transpose.ROTATE_180)
         x[i] = ppocr_cls_preprocess(img, height, width)
     return x, y
+
+
+def text_recognition_set(
+    n: int, seed: int = 0, height: int = 48, width: int = 320, photo_fraction: float = 0.0,
+    photos: Sequence[Path] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Upright text lines and their text, preprocessed for the PP-OCR recognizer (``ppocr_rec``).
+
+    The lines of :func:`text_direction_set` (same renderer, fonts and backgrounds; sample ``i`` depends only
+    on ``(seed, i)``), never rotated, resized to ``height`` rows keeping the aspect ratio (at most ``width``
+    columns), scaled to [-1, 1] and zero-padded on the right -- PP-OCR's recognizer preprocessing, which is
+    the classifier's with a wider canvas.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, 3, height, width)`` float32.
+    labels : list of str
+        The rendered text of each line.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    fonts = dejavu_fonts()
+    if photos is None:
+        photos = assets.natural_photos() if photo_fraction > 0 else []
+    photos = list(photos)
+    x = np.zeros((n, 3, height, width), dtype=np.float32)
+    labels = []
+    for i in range(n):
+        # the renderer draws the text first from the sample's generator: a fresh one gives the same text
+        labels.append(_text_line(np.random.default_rng([seed, i])))
+        img = _render_text_line(np.random.default_rng([seed, i]), fonts, photos, photo_fraction)
+        x[i] = ppocr_cls_preprocess(img, height, width)
+    return x, labels
 
 
 # ------------------------------------------------------------------------------------------ ImageNet

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["LayerSensitivity", "SensitivityResult", "layer_units", "sensitivity"]
 
-_UNIT_ROLES = (Role.ANCHOR, Role.ADD, Role.CONCAT, Role.LUT, Role.MUL, Role.SOFTMAX)
+_UNIT_ROLES = (Role.ANCHOR, Role.ADD, Role.CONCAT, Role.LUT, Role.MUL, Role.MATMUL, Role.SOFTMAX)
 
 
 @dataclass(frozen=True)

@@ -321,10 +321,41 @@ def schedule_pool_nhwc(sch: s_tir.Schedule, vector: int = 32, vectorize_compute:
             sch.vectorize(ki)
 
 
+def schedule_qmatmul(sch: s_tir.Schedule, vector: int = 16) -> None:
+    """Default (untuned) schedule of a ``qmatmul`` kernel (:mod:`tvm_arq.ops.matmul`), in place.
+
+    Rows (batch x M) in parallel; per row, blocks of ``vector`` output columns whose int32 accumulators stay
+    in vector registers across the whole reduction (``k`` outer, the column block inner and vectorized: each
+    step is a broadcast multiply-accumulate); the requantization epilogue (which also reads the row and column
+    sums) is a parallel, vectorized element-wise pass. Not tensorized with a dot-product intrinsic (see the module docstring of
+    :mod:`tvm_arq.ops.matmul`); MetaSchedule tunes the kernel with its generic CPU rules.
+    """
+    acc = sch.get_sblock("acc")
+    out = sch.get_sblock("qmatmul")
+    *outer, j, r = sch.get_loops(acc)
+    n = _loop_extent(sch, j)
+    vec = max(d for d in _divisors(n) if d <= vector)
+    jo, ji = sch.split(j, [None, vec])
+    sch.reorder(*outer, jo, r, ji)
+    row = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.parallel(row)
+    if vec > 1:
+        sch.vectorize(ji)  # (before decompose_reduction, as in the conv template)
+    init = sch.decompose_reduction(acc, r)
+    if vec > 1:
+        sch.vectorize(sch.get_loops(init)[-1])
+    # the epilogue also reads the row / column sums (computed at the root): a root-level element-wise pass
+    _schedule_elementwise(sch, out, vec, vec > 1)
+
+
 def apply_default_schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """Schedule one kernel with its template and heuristic tile sizes; ``None`` if it has no rule
     (or is already scheduled)."""
     op = str(func.attrs.get("arq.op", "")) if func.attrs is not None else ""
+    if op == "qmatmul" and not bool(func.attrs.get("tirx.is_scheduled", False)):
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        schedule_qmatmul(sch)
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     if op in POOL_KERNELS and not bool(func.attrs.get("tirx.is_scheduled", False)):
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         schedule_pool_nhwc(sch, vectorize_compute=op != "qavgpool2d_nhwc")
@@ -350,4 +381,5 @@ __all__ = [
     "rule_of",
     "schedule_depthwise",
     "schedule_packed_conv",
+    "schedule_qmatmul",
 ]

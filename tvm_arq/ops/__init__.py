@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     conv_transpose,
     depthwise,
     lut,
+    matmul,
     movement,
     mul,
     norm,

@@ -83,8 +83,10 @@ def _dense_ok(b: Binding) -> str:
     if wv is None or wv.ndim != 2:
         return "rhs is not a constant 2-D weight"
     xs = tensor_shape(x)
-    if xs is None or len(xs) != 2:
-        return "lhs is not a static 2-D tensor"
+    if xs is None:
+        return "lhs has a dynamic shape"
+    if len(xs) < 2:
+        return "lhs is a 1-D vector"
     return ""
 
 
@@ -114,12 +116,17 @@ def dense_weight_shift(d: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def _bias(anchor: Binding, nxt: Binding, var2val) -> bool:
-    """``nxt`` adds a constant with one value per output channel to ``anchor``."""
+    """``nxt`` adds a constant with one value per output channel to ``anchor`` (axis 1 of a conv, the last
+    axis of a dense)."""
     if nxt.op != "relax.add":
         return False
     other = [a for a in nxt.value.args if not (isinstance(a, relax.Var) and a.name == anchor.name)]
     cv = const_value(other[0], var2val) if len(other) == 1 else None
-    return cv is not None and cv.size == tensor_shape(anchor.value)[1]
+    if cv is None:
+        return False
+    if anchor.op == "relax.nn.conv2d":
+        return cv.size == tensor_shape(anchor.value)[1]
+    return cv.size == tensor_shape(anchor.value)[-1] and cv.shape[-1] == cv.size
 
 
 register_plan(PlanRule(("relax.nn.conv2d",), Kind.GROUP, Role.ANCHOR, check=_anchor_ok(_conv_ok),
@@ -190,7 +197,14 @@ def realize_linear(ctx: RealizeContext, m: dict, out: Quant):
         return emit_kernel(ctx.bb, "qconv2d", tensors, params)
     params = {"zp_y": out.zp, "qlo": qlo, "qhi": qhi, "out_dtype": out.dtype}
     # dense has no padding: fold the zero point exactly like conv
-    return emit_kernel(ctx.bb, "qdense", tensors, params)
+    shape = tensor_shape(anchor)
+    if len(shape) == 2:
+        return emit_kernel(ctx.bb, "qdense", tensors, params)
+    # an N-D activation (tokens of a transformer): the same 2-D kernel on the rows, reshaped around it
+    rows = int(np.prod(shape[:-1]))
+    tensors[0] = ctx.bb.emit(relax.op.reshape(tensors[0], [rows, int(tensor_shape(m[DQ_X])[-1])]))
+    y = emit_kernel(ctx.bb, "qdense", tensors, params)
+    return relax.op.reshape(y, [int(d) for d in shape])
 def accumulator_bounds(qw: np.ndarray, x_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel, the extreme partial sums of ``sum_k q_x * q_w`` over any subset of ``k``.
 

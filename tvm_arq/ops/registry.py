@@ -50,6 +50,7 @@ class Role(str, enum.Enum):
     SOFTMAX = "softmax"      # integer softmax (exp table, integer normalization)
     NORM = "norm"            # integer LayerNorm / RMS norm (integer mean, variance and square root)
     REDUCE = "reduce"        # integer sum along axes (new scale)
+    MATMUL = "matmul"        # product of two quantized activations (attention QK^T, AV)
     PASS = "pass"
     FLOAT = "float"
 
@@ -116,6 +117,9 @@ class PlanRule:
         ANCHOR rules: ``weight_shift(d, mean, call) -> shift``, the expected output shift per output channel
         of the weight error ``d = w_hat - w`` (float64) for inputs with per-channel means ``mean`` (bias
         correction).
+    when
+        ``when(binding) -> bool``: the rule is a *variant* that replaces the op's main rule for the bindings it
+        accepts (``relax.matmul`` of two activations vs. by a constant weight); ``None``: the main rule.
     """
 
     ops: tuple[str, ...]
@@ -131,6 +135,7 @@ class PlanRule:
     weight_axis: int | None = None
     input_axis: int | None = None
     weight_shift: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = None
+    when: Callable[[Any], bool] | None = None
 
 
 class Stage(enum.IntEnum):
@@ -217,6 +222,7 @@ class Registry:
     """All registered op families (see the module docstring)."""
 
     plan_rules: dict[str, PlanRule] = field(default_factory=dict)
+    variants: dict[str, list[PlanRule]] = field(default_factory=dict)
     realize_rules: list[RealizeRule] = field(default_factory=list)
     kernels: dict[str, KernelDef] = field(default_factory=dict)
     relax_layout: dict[str, Callable] = field(default_factory=dict)
@@ -224,7 +230,15 @@ class Registry:
     rewrites: list[Callable] = field(default_factory=list)
 
     def plan_rule(self, op: str | None) -> PlanRule | None:
+        """The main rule of ``op`` (for the rule of one binding, see :meth:`rule_for`)."""
         return self.plan_rules.get(op) if op is not None else None
+
+    def rule_for(self, b: Any) -> PlanRule | None:
+        """The rule of binding ``b``: the first variant of its op that accepts it, else the main rule."""
+        for v in self.variants.get(b.op, ()) if b.op is not None else ():
+            if v.when(b):
+                return v
+        return self.plan_rule(b.op)
 
     def realize(self, stage: Stage) -> list[RealizeRule]:
         return [r for r in self.realize_rules if r.stage is stage]
@@ -244,8 +258,11 @@ REGISTRY = Registry()
 
 
 def register_plan(rule: PlanRule) -> PlanRule:
-    """Register a planner rule for each op of ``rule.ops``."""
+    """Register a planner rule for each op of ``rule.ops`` (a variant if ``rule.when`` is set)."""
     for op in rule.ops:
+        if rule.when is not None:
+            REGISTRY.variants.setdefault(op, []).append(rule)
+            continue
         if op in REGISTRY.plan_rules:
             raise ValueError(f"planner rule for {op} registered twice")
         REGISTRY.plan_rules[op] = rule

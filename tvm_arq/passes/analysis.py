@@ -95,7 +95,7 @@ def _is_float_tensor(expr) -> bool:
 
 
 def _rule(b: Binding) -> PlanRule | None:
-    return REGISTRY.plan_rule(b.op)
+    return REGISTRY.rule_for(b)
 
 
 def recognize_blocks(mod: tvm.IRModule) -> tvm.IRModule:
