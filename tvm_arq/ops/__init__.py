@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (imported for their registrations)
     conv_nhwc,
     conv_transpose,
     depthwise,
+    divide,
     lut,
     matmul,
     movement,

@@ -61,7 +61,7 @@ class Kind(str, enum.Enum):
     GROUP = "group"   # heads a group: absorbs a following bias add (optional) and an epilogue activation
     POINT = "point"   # computes a new quantization point of its own (mul, softmax, concat)
     PASS = "pass"     # keeps its input's scale and zero point (pooling, data movement, clamps, ...)
-    FLOAT = "float"   # never integer, and no warning about it (shape glue)
+    FLOAT = "float"   # never integer: shape glue (no warning), or an op whose check names why (a fallback)
 
 
 @dataclass(frozen=True)

@@ -310,8 +310,9 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude
         warn = True
         if rule is None:
             reason = "no integer implementation"
-        elif rule.kind is Kind.FLOAT:
-            reason, warn = "no integer implementation", False
+        elif rule.kind is Kind.FLOAT:  # float by design; a rule's own reason makes it a reported fallback
+            why = rule.check(b, var2val)
+            reason, warn = why or "no integer implementation", bool(why)
         elif rule.kind is Kind.PASS:
             src = b.value.args[0]
             why = rule.check(b, var2val)
