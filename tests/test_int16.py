@@ -8,6 +8,7 @@ each output, bit for bit, with the kernel's twin. ``TVM_ARQ_HYPOTHESIS=thorough`
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -186,3 +187,46 @@ def test_mnist_all_int16_bit_exact_and_close_to_fp32() -> None:
     ref = [vm["main"](tvm.runtime.tensor(x)).numpy() for x in data]
     rel = [np.sum((np.asarray(m16.run(x)) - r) ** 2) / np.sum(r**2) for x, r in zip(data, ref, strict=True)]
     assert float(np.mean(rel)) < 5e-4  # the int8 weights dominate; int8 activations: see results/int16.md
+
+
+@pytest.fixture(scope="module")
+def bad_int16() -> tuple:
+    """The bad-layer model quantized (int8 storage) with bad_conv in int16, and one held-out sample."""
+    mod, params, cal, held_out = bad_layer_case(1)
+    res = quantize_module(prepare_module(mod, params), cal[:4], tvm_arq.QuantConfig(int16=("bad_conv",)), "int8",
+                          progress=False)
+    return res.int_mod, held_out[0]
+
+
+def test_int16_layout_code_for_an_int8_dot_product_target(bad_int16) -> None:
+    """On aarch64-dotprod (8-bit layers on sdot's int8 domain), the int16 layer takes the intrinsic-free
+    configuration: the converted program, compiled for this machine, is bit-exact against the reference."""
+    int_mod, x = bad_int16
+    prog = debug_build(int_mod, "aarch64-dotprod", host_copy=True)
+    domains = {json.loads(str(f.attrs["arq.params"])).get("domain_dtype") for f in prog.converted.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+               and str(f.attrs.get("arq.op", "")) == "qconv2d_nhwc_packed"}
+    assert domains == {"int8", "int16"}
+    rep = verify_host(prog, x, export=False)
+    assert all(c.ok for c in rep.checks)
+
+
+@pytest.mark.parametrize(("target", "widening"), [
+    ("aarch64-dotprod", ("smlal", "smlal2")), ("riscv64-rvv", ("vwmacc.vv",)), ("x86-vnni", ("vpmaddwd", "vpmulld")),
+])
+def test_int16_packed_conv_uses_widening_multiply_adds(bad_int16, target: str, widening: tuple[str, ...]) -> None:
+    """bad_conv's int16 packed conv kernel compiled for ``target``: sign-extended int16 x int8 products become the
+    target's widening multiply-adds (seen: x86 vpmaddwd or vpmovsxwd + vpmulld, AArch64 smlal/smlal2, RVV
+    vwmacc.vv after vsext.vf2)."""
+    from tests.test_codegen import asm_of, mnemonics
+    from tvm_arq.backends import apply_default_schedule
+    from tvm_arq.passes.layout import convert_layout
+
+    info = resolve_target(target)
+    lm = convert_layout(bad_int16[0], get_backend(info).layout_plan())
+    gv, f = next((gv, f) for gv, f in lm.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
+                 and f.attrs is not None and str(f.attrs.get("arq.op", "")) == "qconv2d_nhwc_packed"
+                 and json.loads(str(f.attrs["arq.params"]))["domain_dtype"] == "int16")
+    ex = tvm.compile(tvm.IRModule({gv.name_hint: apply_default_schedule(f).with_attr("global_symbol", gv.name_hint)}),
+                     target=info.target)
+    assert set(widening) & mnemonics(asm_of(ex)), target
