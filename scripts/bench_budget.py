@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=["top1", "agreement", "rel_err"],
                     choices=["top1", "agreement", "rel_err"])
     ap.add_argument("--err-n", type=int, default=100)
-    ap.add_argument("--err-drop", type=float, default=None, help="default: mnist 0.05, ppocr_cls 0.5")
+    ap.add_argument("--err-drop", type=float, default=None, help="default: 0.05")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.model == "mnist":
@@ -70,7 +70,7 @@ def main() -> None:
         cal_text, eval_text = f"{args.calib} text lines (seed 1)", f"{args.n} text lines (seed 0)"
     rows = []
     err_data = data[:args.err_n]
-    err_drop = args.err_drop if args.err_drop is not None else (0.05 if args.model == "mnist" else 0.5)
+    err_drop = args.err_drop if args.err_drop is not None else 0.05
     budgets = {
         "top1": (f"top1, max_drop={args.max_drop:g}",
                  lambda: tvm_arq.AccuracyBudget(data=data, labels=labels, metric="top1", max_drop=args.max_drop,
