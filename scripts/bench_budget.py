@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=["top1", "agreement", "rel_err"],
                     choices=["top1", "agreement", "rel_err"])
     ap.add_argument("--err-n", type=int, default=100)
+    ap.add_argument("--samples", type=int, default=8, help="samples of the sensitivity ranking")
     ap.add_argument("--err-drop", type=float, default=None, help="default: 0.05")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -74,14 +75,15 @@ def main() -> None:
     budgets = {
         "top1": (f"top1, max_drop={args.max_drop:g}",
                  lambda: tvm_arq.AccuracyBudget(data=data, labels=labels, metric="top1", max_drop=args.max_drop,
-                                                measure_latency=True, precision=args.precision)),
+                                                measure_latency=True, precision=args.precision,
+                                                samples=args.samples)),
         "agreement": ("agreement, max_drop=0",
                       lambda: tvm_arq.AccuracyBudget(data=data, max_drop=0.0, measure_latency=True,
-                                                     precision=args.precision)),
+                                                     precision=args.precision, samples=args.samples)),
         "rel_err": (f"rel_err ({len(err_data)} samples), max_drop={err_drop:g}",
                     lambda: tvm_arq.AccuracyBudget(data=err_data, max_drop=err_drop, measure_latency=True,
                                                    metric=rel_err_metric(mod, params, err_data),
-                                                   precision=args.precision)),
+                                                   precision=args.precision, samples=args.samples)),
     }
     for key in args.rows:
         name, make = budgets[key]
