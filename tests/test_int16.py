@@ -16,6 +16,7 @@ import pytest
 import tvm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 import tvm_arq
@@ -228,3 +229,17 @@ def test_int16_packed_conv_uses_widening_multiply_adds(bad_int16, target: str, w
     ex = tvm.compile(tvm.IRModule({gv.name_hint: apply_default_schedule(f).with_attr("global_symbol", gv.name_hint)}),
                      target=info.target)
     assert set(widening) & mnemonics(asm_of(ex)), target
+
+
+def test_int16_input_that_could_overflow_the_accumulator_stays_8bit() -> None:
+    """A 3x3 conv over 64 channels of full-scale weights: 576 * 127 * 32768 > 2**31, so its input stays 8-bit
+    (its output, read by nothing else, is int16)."""
+    w = numpy_helper.from_array(np.ones((4, 64, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="big", pads=[1, 1, 1, 1])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w])
+    mod, params = tvm_arq.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8))
+    cal = [np.random.default_rng(i).normal(0, 1, (1, 64, 4, 4)).astype(np.float32) for i in range(2)]
+    res = quantize_module(prepare_module(mod, params), cal, tvm_arq.QuantConfig(int16=(".*",)), "int8",
+                          progress=False)
+    assert {k: v.dtype for k, v in res.qparams.items()} == {"x": "int8", "big": "int16"}

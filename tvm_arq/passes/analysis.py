@@ -33,14 +33,25 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from ..frontend.naming import layer_of
 from ..ops import REGISTRY
+from ..ops.conv import INT32_MAX, INT32_MIN, accumulator_bounds
 from ..ops.elementwise import EVALUATORS, Region, grow_region, nonneg_on_probe, region_name
-from ..ops.irutil import Binding, bindings_of, check_unique_names, tensor_dtype, tensor_shape, uses
+from ..ops.irutil import (
+    Binding,
+    bindings_of,
+    check_unique_names,
+    const_value,
+    tensor_dtype,
+    tensor_shape,
+    uses,
+)
 from ..ops.registry import Kind, PlanRule, Role
+from ..qmath import quantize_weights_per_channel
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +165,9 @@ def int16_points(plan: QuantPlan, bs: list[Binding], selected: set[str], users: 
     8-bit arithmetic bounds). No requantization kernel is inserted between an 8-bit and an int16 tensor:
     every kernel of those roles takes its input's dtype and writes its output's dtype (e.g. an int16 conv
     reading the uint8 output of an 8-bit layer, or an 8-bit conv reading an int16 tensor), which is exact
-    by construction (the zero points and scales fold into the same integer arithmetic).
+    by construction (the zero points and scales fold into the same integer arithmetic). A point read by a
+    conv / dense whose int32 accumulator could overflow with int16 values (a large reduction of large weights)
+    stays 8-bit too, with a warning.
     """
     by_name = {b.name: b for b in bs}
     want: set[str] = set()
@@ -170,6 +183,7 @@ def int16_points(plan: QuantPlan, bs: list[Binding], selected: set[str], users: 
             if isinstance(a, relax.Var) and a.name in plan.qsource:
                 want.add(plan.qsource[a.name])
     readers: dict[str, set[Role]] = {}
+    overflow: dict[str, str] = {}  # point -> an anchor whose int32 accumulator could overflow on int16 input
     for name, op_plan in plan.ops.items():
         b = by_name.get(name)
         if b is None or not isinstance(b.value, relax.Call):
@@ -177,16 +191,36 @@ def int16_points(plan: QuantPlan, bs: list[Binding], selected: set[str], users: 
         for a in b.value.args:
             if isinstance(a, relax.Var) and a.name in plan.qsource:
                 readers.setdefault(plan.qsource[a.name], set()).add(op_plan.role)
+        x = b.value.args[0] if b.value.args else None
+        if op_plan.role is Role.ANCHOR and isinstance(x, relax.Var) and x.name in plan.qsource \
+                and plan.qsource[x.name] in want and _int16_overflows(b):
+            overflow[plan.qsource[x.name]] = name
     out: set[str] = set()
     for p in want:
         producer = plan.ops.get(p)
         roles = readers.get(p, set()) | ({producer.role} if producer is not None else set())
-        if roles <= INT16_ROLES:
-            out.add(p)
-        else:
+        if not roles <= INT16_ROLES:
             logger.info("tensor %r stays 8-bit: read or written by %s", p,
                         ", ".join(sorted(r.value for r in roles - INT16_ROLES)))
+        elif p in overflow:
+            logger.warning("tensor %r stays 8-bit: with int16 values, the int32 accumulator of %r could overflow",
+                           p, overflow[p])
+        else:
+            out.add(p)
     return out
+
+
+def _int16_overflows(b: Binding) -> bool:
+    """The int32 accumulator of anchor ``b`` (per-channel int8 weights) can overflow on an int16 input
+    (:func:`~tvm_arq.ops.conv.accumulator_bounds`; the realize step would raise ``QuantizationError``)."""
+    w = const_value(b.value.args[1])
+    axis = REGISTRY.plan_rule(b.op).weight_axis
+    if w is None or axis is None:
+        return False
+    qw, _ = quantize_weights_per_channel(np.asarray(w), axis=axis)
+    qw = np.moveaxis(qw, axis, 0)
+    lo, hi = accumulator_bounds(qw, "int16")
+    return bool(np.any(hi > INT32_MAX) or np.any(lo < INT32_MIN))
 
 
 def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
