@@ -88,8 +88,10 @@ class QuantConfig:
         ``[-32767, 32767]``, zero point 0; W8A16: weights stay per-channel int8), named like ``exclude`` (``(".*",)``: every
         layer). The scales come from the same calibrated ranges as the 8-bit ones. A tensor between an
         8-bit and an int16 layer is int16; the kernels read and write either dtype, so no requantization
-        kernel is inserted (see :mod:`tvm_arq.passes.analysis`). Layers whose kernels have no 16-bit form
-        (norm, softmax, reductions, mul) keep 8-bit activations.
+        kernel is inserted (see :func:`tvm_arq.passes.analysis.int16_points`). Tensors read or written by
+        kernels with 8-bit arithmetic bounds (LayerNorm, integer sums), or read by a conv / dense whose int32
+        accumulator could overflow with int16 values, stay 8-bit. An entry that matches nothing is a
+        ``ValueError`` naming the closest layer names.
     bias_correction
         Remove the expected output shift of the weight rounding from every conv2d / dense bias, using the
         per-channel means of its input over the calibration set (all schemes; see
