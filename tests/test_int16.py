@@ -12,6 +12,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import pytest
 import tvm
 from hypothesis import HealthCheck, given, settings
@@ -243,3 +244,16 @@ def test_int16_input_that_could_overflow_the_accumulator_stays_8bit() -> None:
     res = quantize_module(prepare_module(mod, params), cal, tvm_arq.QuantConfig(int16=(".*",)), "int8",
                           progress=False)
     assert {k: v.dtype for k, v in res.qparams.items()} == {"x": "int8", "big": "int16"}
+
+
+def test_cli_build_int16(tmp_path) -> None:
+    from tests.test_sensitivity import _bad_layer_model
+    from tvm_arq import cli
+
+    _, _, cal, _ = bad_layer_case(0)
+    onnx.save(_bad_layer_model(), tmp_path / "bad.onnx")
+    np.save(tmp_path / "cal.npy", np.concatenate(cal[:4]))
+    assert cli.main(["build", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "bad.so"), "--calibration",
+                     str(tmp_path / "cal.npy"), "--int16", "bad_conv", "--qparams", str(tmp_path / "q.json")]) == 0
+    text = (tmp_path / "q.json").read_text()
+    assert text.count('"int16"') == 2
