@@ -101,7 +101,8 @@ def main() -> None:
     lines = [f"# Accuracy budget ({args.model})", "",
              f"Calibration: {meta['calibration']}; evaluation: {meta['evaluation']}. Latency: untuned kernels, "
              "median on this machine (shared 2-core host), final model vs all-int8.", "",
-             f"Kept layers may run in int16 activations before float: `--precision {args.precision}`.", "",
+             f"Precision of kept layers: `--precision {args.precision}` (int16: int16 activations tried before "
+             "float; float: float only).", "",
              "| budget | fp32 | all-int8 | final | drop | kept (precision) | float MACs | final ms | int8 ms | "
              "search s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
