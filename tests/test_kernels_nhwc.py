@@ -36,7 +36,7 @@ cases = st.fixed_dictionaries({
     "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
     "pads": st.lists(st.integers(0, 1), min_size=4, max_size=4),
     "count_include_pad": st.booleans(),
-    "dtype": st.sampled_from(["uint8", "int8"]),
+    "dtype": st.sampled_from(["uint8", "int8", "int16"]),
     "out_hw": st.tuples(st.integers(1, 12), st.integers(1, 12)),
     "mode": st.sampled_from(["half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel"]),
     "rounding": st.sampled_from(["", "round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),

@@ -277,6 +277,22 @@ def test_attention_block_integer_and_bitexact():
         np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref.run(x))
 
 
+def test_attention_block_int16_bitexact():
+    """The attention block with every activation int16 (W8A16): qmatmul reads and writes int16, bit-exact."""
+    mod = _attention()
+    rng = np.random.default_rng(1)
+    cal = [rng.normal(0, 1, (1, 6, 8)).astype("float32") for _ in range(4)]
+    res = quantize_module(mod, cal, QuantConfig(scheme=Scheme.HYBRID, int16=(".*",)), "int8", progress=False)
+    assert res.plan.fallbacks == []
+    mm = [f for f in res.int_mod.functions.values()
+          if isinstance(f, tvm.tirx.PrimFunc) and str(f.attrs["arq.op"]) == "qmatmul"]  # fmt: skip
+    assert len(mm) == 2 and all("int16" in str(f.params[0].ty) or "int16" in f.script() for f in mm)
+    vm = compile_host(ApplyDefaultSchedules()(res.int_mod))
+    ref = ReferenceInterpreter(res.int_mod)
+    for x in cal[:2]:
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref.run(x))
+
+
 def _matmul_module(a_shape, b_shape) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     a = relax.Var("a", relax.TensorType(a_shape, "float32"))

@@ -23,9 +23,13 @@ from the tensor shapes ("float MACs"). The MetaSchedule database holds int8 kern
 float timing of the same layer, so per-layer latency is not used for the ordering; with
 ``measure_latency=True`` :func:`tvm_arq.build` measures the final model against the all-int8 one instead.
 
-Precision. A kept layer is a :class:`Precision` choice per layer; only ``FLOAT`` exists now (applied through
-``QuantConfig.exclude``). An ``INT16`` (16-bit activations) choice slots in as a further enum member whose
-:func:`_apply` adds the layer to the corresponding config field; the search is unchanged.
+Precision. A kept layer is a :class:`Precision` choice per layer: ``INT16`` (its activations int16, W8A16,
+through ``QuantConfig.int16``; still integer-only) or ``FLOAT`` (through ``QuantConfig.exclude``). With
+``AccuracyBudget(precision="int16")`` (the default) the search of step 4 is first run with every candidate
+layer in int16; only if no prefix of the ranking meets the budget in int16 is it run again in float, and then
+each layer kept in float (most expensive first) is tried in int16 instead and stays there if the budget still
+holds. A candidate whose int16 arithmetic cannot be represented (:class:`~tvm_arq.qmath.QuantizationError`, e.g.
+an int32 accumulator bound) counts as not meeting the budget. ``precision="float"`` keeps layers in float only.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .ops.irutil import bindings_of, tensor_shape
 from .ops.reference import ReferenceInterpreter
 from .passes import AnnotateQuantization, RealizeInteger
 from .passes.analysis import QuantPlan, plan_quantization
+from .qmath import QuantizationError
 from .quantize import (
     ChannelMean,
     OutlierClip,
@@ -73,8 +78,9 @@ GAIN_TIE = 0.02
 
 
 class Precision(str, enum.Enum):
-    """What a kept layer runs in (``int16`` activations will be a further member)."""
+    """What a kept layer runs in: int16 activations (W8A16, integer) or float."""
 
+    INT16 = "int16"
     FLOAT = "float"
 
 
@@ -123,7 +129,8 @@ class AccuracyBudget:
     samples
         Samples (from the calibration set) the sensitivity ranking is computed on.
     precision
-        What kept layers run in (only :attr:`Precision.FLOAT` for now).
+        :attr:`Precision.INT16` (default): try int16 activations for the kept layers before float;
+        :attr:`Precision.FLOAT`: keep layers in float only (see the module docstring).
     measure_latency
         After the search, also compile the all-int8 model and measure both on this machine (untuned kernels;
         host targets only) to report the latency cost of the kept layers.
@@ -134,7 +141,7 @@ class AccuracyBudget:
     metric: Callable[[Sequence[Any], Sequence[Any]], float] | str = "agreement"
     labels: Sequence[int] | np.ndarray | None = field(default=None, repr=False)
     samples: int = 8
-    precision: Precision = Precision.FLOAT
+    precision: Precision = Precision.INT16
     measure_latency: bool = False
 
     def __post_init__(self) -> None:
@@ -220,7 +227,8 @@ class AccuracyReport:
     kept
         Layers kept in higher precision (empty: all-int8 met the budget).
     macs_total, macs_kept
-        MACs of all quantizable layers and of the kept ones (the compute that stays in float).
+        MACs of all quantizable layers and of the layers kept in float (the compute that stays in float; int16
+        layers are integer and not counted).
     evaluations, seconds
         Candidates evaluated (reference interpreter) and the time of ranking + search.
     latency
@@ -251,6 +259,10 @@ class AccuracyReport:
     @property
     def exclude(self) -> tuple[str, ...]:
         return tuple(lay for k in self.kept if k.precision is Precision.FLOAT for lay in k.layers)
+
+    @property
+    def int16(self) -> tuple[str, ...]:
+        return tuple(lay for k in self.kept if k.precision is Precision.INT16 for lay in k.layers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -289,10 +301,19 @@ def _unit_macs(fmod: tvm.IRModule, layers: Sequence[str]) -> int:
     return total
 
 
+def _layers(kept: Sequence[KeptLayer], precision: Precision) -> tuple[str, ...]:
+    return tuple(lay for k in kept if k.precision is precision for lay in k.layers)
+
+
 def _apply(config: QuantConfig, kept: Sequence[KeptLayer]) -> QuantConfig:
     """``config`` with the kept layers in their precision."""
-    extra = tuple(lay for k in kept if k.precision is Precision.FLOAT for lay in k.layers)
-    return replace(config, exclude=config.exclude + extra)
+    return replace(config, exclude=config.exclude + _layers(kept, Precision.FLOAT),
+                   int16=config.int16 + _layers(kept, Precision.INT16))
+
+
+def _key(kept: Sequence[KeptLayer]) -> tuple[frozenset[str], frozenset[str]]:
+    """Candidate key: (layers in float, layers in int16)."""
+    return frozenset(_layers(kept, Precision.FLOAT)), frozenset(_layers(kept, Precision.INT16))
 
 
 class _Evaluator:
@@ -313,8 +334,8 @@ class _Evaluator:
         self.progress = progress
         self.calibrations = 0
         self.float_cache: dict = {}
-        self.cache: dict[frozenset[str], float] = {}
-        self.results: dict[frozenset[str], QuantizationResult] = {}
+        self.cache: dict[tuple[frozenset[str], frozenset[str]], float] = {}
+        self.results: dict[tuple[frozenset[str], frozenset[str]], QuantizationResult] = {}
 
     def observe(self, plans: Sequence[QuantPlan]) -> None:
         """Calibrate the points of ``plans`` not observed yet (one float pass over the calibration set).
@@ -337,19 +358,22 @@ class _Evaluator:
             self.means.update({k: v for k, v in means.items() if k not in self.means})
         self.outliers.update(outliers)
 
-    def plan(self, key: frozenset[str]) -> QuantPlan:
-        if key not in self.plans:
+    def plan(self, key: frozenset[str], int16: frozenset[str] = frozenset()) -> QuantPlan:
+        """Plan with the layers ``key`` in float and ``int16`` in int16 (int16 adds no quantization point)."""
+        if (key, int16) not in self.plans:
             with _quiet("tvm_arq.passes.analysis"):
-                self.plans[key] = plan_quantization(self.fmod, self.config.skip_ops, self.config.exclude
-                                                    + tuple(sorted(key)))
-        return self.plans[key]
+                self.plans[key, int16] = plan_quantization(self.fmod, self.config.skip_ops, self.config.exclude
+                                                           + tuple(sorted(key)), int16=self.config.int16
+                                                           + tuple(sorted(int16)))
+        return self.plans[key, int16]
 
     def __call__(self, kept: Sequence[KeptLayer]) -> float | None:
-        """Metric with ``kept`` in float (``None`` if a point of the candidate was not calibrated)."""
-        key = frozenset(lay for k in kept for lay in k.layers)
+        """Metric with ``kept`` in their precision (``None`` if a point of the candidate was not calibrated;
+        ``-inf`` if its integer arithmetic cannot be represented)."""
+        key = _key(kept)
         if key in self.cache:
             return self.cache[key]
-        plan = self.plan(key)
+        plan = self.plan(*key)
         if not plan.points:
             score = self.fp32
         else:
@@ -359,8 +383,13 @@ class _Evaluator:
             qparams = select_qparams(plan, self.observers, self.config, self.act_dtype, self.outliers)
             means = {k: m.mean for k, m in (self.means or {}).items()}
             qdq = AnnotateQuantization(plan, qparams, means)(self.fmod)
-            with _quiet("tvm_arq.ops"):
-                int_mod = RealizeInteger(plan)(qdq)
+            try:
+                with _quiet("tvm_arq.ops"):
+                    int_mod = RealizeInteger(plan)(qdq)
+            except QuantizationError as e:
+                logger.info("budget candidate %s: not representable (%s)", key, e)
+                self.cache[key] = -math.inf
+                return -math.inf
             self.results[key] = QuantizationResult(self.fmod, plan, qparams, qdq, int_mod)
             interp = ReferenceInterpreter(int_mod, float_cache=self.float_cache)
             score = self.budget.score([interp.run(*x) for x in self.inputs], self.reference)
@@ -402,8 +431,8 @@ def meet_budget(fmod: tvm.IRModule, calibration: Sequence[Any], config: QuantCon
     t0 = time.perf_counter()
     calibration = list(calibration)
     with _quiet("tvm_arq.passes.analysis"):
-        base = plan_quantization(fmod, config.skip_ops, config.exclude)
-    ev = _Evaluator(fmod, calibration, config, act_dtype, budget, {frozenset(): base}, progress)
+        base = plan_quantization(fmod, config.skip_ops, config.exclude, int16=config.int16)
+    ev = _Evaluator(fmod, calibration, config, act_dtype, budget, {(frozenset(), frozenset()): base}, progress)
     ev.observe([base])
 
     def fits(kept: Sequence[KeptLayer]) -> bool | None:
@@ -418,30 +447,49 @@ def meet_budget(fmod: tvm.IRModule, calibration: Sequence[Any], config: QuantCon
     else:
         ranking = sensitivity(fmod, None, calibration, config=config, act_dtype=act_dtype, samples=budget.samples)
         tol = GAIN_TIE * ranking.full_error if ranking.full_error > 0 else 0.0
-        units = [KeptLayer(e.name, e.exclude, e.op, budget.precision, rank, e.gain, _unit_macs(fmod, e.exclude))
+        units = [KeptLayer(e.name, e.exclude, e.op, Precision.FLOAT, rank, e.gain, _unit_macs(fmod, e.exclude))
                  for rank, e in enumerate(ranking.layers, start=1)]
         if tol > 0:
             units.sort(key=lambda u: (-math.floor(u.gain / tol), u.macs, u.rank))
         macs_total = sum(u.macs for u in units)
         ev.observe([ev.plan(frozenset(lay for u in units[:k] for lay in u.layers)) for k in range(1, len(units))])
-        n = len(units)
-        lo, hi = 0, 1  # fits(units[:lo]) is False; find the smallest hi with fits(units[:hi])
-        while hi < n and not fits(units[:hi]):
-            lo, hi = hi, min(2 * hi, n)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(units[:mid]):
-                hi = mid
-            else:
-                lo = mid
-        kept = list(units[:hi])
-        for u in sorted(kept, key=lambda u: -u.macs):  # return layers to int8, most expensive first
-            if len(kept) > 1 and fits([k for k in kept if k is not u]):
-                kept.remove(u)
+        kept = []
+        if budget.precision is Precision.INT16:
+            kept = _search([replace(u, precision=Precision.INT16) for u in units], fits)
+        if not kept:
+            kept = _search(units, fits) or list(units)
+            if budget.precision is Precision.INT16:
+                for u in sorted(kept, key=lambda u: -u.macs):  # float -> int16 where the budget still holds
+                    trial = [replace(k, precision=Precision.INT16) if k is u else k for k in kept]
+                    if fits(trial):
+                        kept = trial
     kept.sort(key=lambda u: u.rank)
     final = ev(kept)
     report = AccuracyReport(budget.metric_name, float(budget.max_drop), len(ev.inputs), ev.fp32, float(int8),
                             float(final if final is not None else ev.fp32), kept, macs_total,
-                            sum(k.macs for k in kept), len(ev.cache), time.perf_counter() - t0)
+                            sum(k.macs for k in kept if k.precision is Precision.FLOAT), len(ev.cache),
+                            time.perf_counter() - t0)
     logger.info("accuracy budget: %s", report.to_text())
-    return _apply(config, kept), report, ev.results.get(frozenset(lay for k in kept for lay in k.layers))
+    return _apply(config, kept), report, ev.results.get(_key(kept))
+
+
+def _search(units: list[KeptLayer], fits: Callable[[Sequence[KeptLayer]], bool | None]) -> list[KeptLayer]:
+    """The smallest prefix of ``units`` that fits (doubling, then bisection), each of its layers returned to
+    int8 (most expensive first) where the rest still fits; ``[]`` if not even all of ``units`` fit."""
+    n = len(units)
+    if n == 0 or not fits(units):
+        return []
+    lo, hi = 0, 1  # fits(units[:lo]) is False; find the smallest hi with fits(units[:hi])
+    while hi < n and not fits(units[:hi]):
+        lo, hi = hi, min(2 * hi, n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(units[:mid]):
+            hi = mid
+        else:
+            lo = mid
+    kept = list(units[:hi])
+    for u in sorted(kept, key=lambda u: -u.macs):  # return layers to int8, most expensive first
+        if len(kept) > 1 and fits([k for k in kept if k is not u]):
+            kept.remove(u)
+    return kept

@@ -104,7 +104,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ValueError("--data/--labels are the evaluation set of --max-drop: give --max-drop too")
     mod, params = _import(args)
     cal = _calibration(args, mod) if args.scheme != "float" else None
-    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude),
+                                 int16=tuple(args.int16))
     budget = None
     if args.max_drop is not None:
         data, labels = _evaluation(args, mod, cal)
@@ -319,7 +320,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     schemes = [args.scheme] + [s for s in args.compare if s != args.scheme]
     reports: dict[str, QuantReport] = {}
     for scheme in dict.fromkeys(schemes):
-        config = tvm_arq.QuantConfig(scheme=scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+        config = tvm_arq.QuantConfig(scheme=scheme, calibrator=args.calibrator, exclude=tuple(args.exclude),
+                                     int16=tuple(args.int16))
         m = tvm_arq.build(mod, params, args.target, calibration=cal, config=config)
         reports[scheme] = report(m, data, max_samples=args.max_samples)
     print(reports[args.scheme].to_text())
@@ -345,7 +347,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             _check_writable(out)
     mod, params = _import(args)
     cal = _calibration(args, mod)
-    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude))
+    config = tvm_arq.QuantConfig(scheme=args.scheme, calibrator=args.calibrator, exclude=tuple(args.exclude),
+                                 int16=tuple(args.int16))
     res = tvm_arq.sensitivity(mod, params, cal, config=config, samples=args.samples)
     print(res.table(top=args.top))
     top = res.layers[0]
@@ -432,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                        help="keep this layer in float: an ONNX node name as `tvm-arq report`/`sensitivity` show "
                             "it, or a regex (repeatable)")
+        p.add_argument("--int16", action="append", default=[], metavar="LAYER",
+                       help="int16 activations (W8A16) for this layer, named like --exclude ('.*': every layer; "
+                            "repeatable)")
 
     def max_drop_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-drop", type=_drop, default=None, metavar="PT",

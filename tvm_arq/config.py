@@ -83,6 +83,15 @@ class QuantConfig:
         regular expression matched (``re.fullmatch``) against the layer names. They are listed in
         ``model.fallbacks`` with the reason ``"excluded by the user"``. An entry that matches nothing is a
         ``ValueError`` naming the closest layer names.
+    int16
+        Layers whose input and output activations are stored as symmetric int16 (range mapped onto
+        ``[-32767, 32767]``, zero point 0; W8A16: weights stay per-channel int8), named like ``exclude`` (``(".*",)``: every
+        layer). The scales come from the same calibrated ranges as the 8-bit ones. A tensor between an
+        8-bit and an int16 layer is int16; the kernels read and write either dtype, so no requantization
+        kernel is inserted (see :func:`tvm_arq.passes.analysis.int16_points`). Tensors read or written by
+        kernels with 8-bit arithmetic bounds (LayerNorm, integer sums), or read by a conv / dense whose int32
+        accumulator could overflow with int16 values, stay 8-bit. An entry that matches nothing is a
+        ``ValueError`` naming the closest layer names.
     bias_correction
         Remove the expected output shift of the weight rounding from every conv2d / dense bias, using the
         per-channel means of its input over the calibration set (all schemes; see
@@ -99,6 +108,7 @@ class QuantConfig:
     symmetric_tolerance: float = 0.8
     skip_ops: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
+    int16: tuple[str, ...] = field(default_factory=tuple)
     bias_correction: bool = True
     calibration_checks: bool = True
 
@@ -107,10 +117,12 @@ class QuantConfig:
         object.__setattr__(self, "calibrator", Calibrator(self.calibrator))
         if self.act_dtype not in (None, "int8", "uint8"):
             raise ValueError(f"act_dtype must be 'int8', 'uint8' or None, got {self.act_dtype!r}")
-        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
-        for e in exclude:
-            if not isinstance(e, str) or not e:
-                raise ValueError(f"exclude entries must be non-empty layer names or regexes, got {e!r}")
-        object.__setattr__(self, "exclude", exclude)
+        for opt in ("exclude", "int16"):
+            value = getattr(self, opt)
+            names = (value,) if isinstance(value, str) else tuple(value)
+            for e in names:
+                if not isinstance(e, str) or not e:
+                    raise ValueError(f"{opt} entries must be non-empty layer names or regexes, got {e!r}")
+            object.__setattr__(self, opt, names)
         if not 0.0 < self.symmetric_tolerance <= 1.0:
             raise ValueError("symmetric_tolerance must be in (0, 1]")

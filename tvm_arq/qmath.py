@@ -25,6 +25,8 @@ MIN_SCALE = 1e-8
 #: largest scale we ever emit: every grid point ``s * (q - z)`` (``|q - z| <= 255``) stays finite in float32
 MAX_SCALE = 1.3e36
 MAX_RSHIFT = 62
+#: largest int16 activation code (symmetric grid ``[-32767, 32767]``)
+INT16_QMAX = 32767
 MIN_RSHIFT = 1
 
 
@@ -87,13 +89,19 @@ class QParams:
 
 
 def choose_qparams(alpha: float, beta: float, kind: RangeKind, dtype: str, rule: str = "") -> QParams:
-    """Map a clipping range onto the 8-bit grid.
+    """Map a clipping range onto the 8-bit grid (or the symmetric int16 grid).
 
     - ``SYMMETRIC``: ``s = max(|alpha|, beta) / 127``, zero point 0 (128 in uint8 storage).
     - ``ONE_SIDED``: ``s = beta / 255``, zero point at the bottom of the range (-128 / 0).
     - ``ASYMMETRIC`` (redistribution): ``s = (beta - alpha) / 255``; the tensor is shifted by its centre
       ``c = (alpha + beta) / 2`` onto the symmetric grid, i.e. ``z = -round(c / s)`` in int8 storage
       (``+128`` in uint8). The zero point is absorbed at compile time (bias fold, requant offset).
+
+    ``dtype="int16"`` (W8A16) is always symmetric whatever ``kind``: ``s = max(|alpha|, beta) / 32767``,
+    zero point 0: the calibrated range maps onto ``[-32767, 32767]``; as for the int8 symmetric grid
+    (``/127``), the storage clamp is the dtype's full range, so a value below the range saturates at
+    -32768. A one-sided tensor loses one of its 16 bits to the unused negative half; zero point 0 keeps the
+    folded bias and the accumulator bounds small.
     """
     kind = RangeKind(kind)
     alpha = float(min(alpha, 0.0))
@@ -101,8 +109,12 @@ def choose_qparams(alpha: float, beta: float, kind: RangeKind, dtype: str, rule:
     if not (np.isfinite(alpha) and np.isfinite(beta)):
         raise ValueError(f"non-finite range [{alpha}, {beta}]")
     offset = 128 if dtype == "uint8" else 0
-    if dtype not in ("int8", "uint8"):
-        raise ValueError(f"activation dtype must be int8 or uint8, got {dtype}")
+    if dtype not in ("int8", "uint8", "int16"):
+        raise ValueError(f"activation dtype must be int8, uint8 or int16, got {dtype}")
+    if dtype == "int16":
+        s = float(np.float32(min(max(max(-alpha, beta) / INT16_QMAX, MIN_SCALE), MAX_SCALE)))
+        return QParams(scale=s, zero_point=0, dtype=dtype, kind=RangeKind.SYMMETRIC, alpha=alpha, beta=beta,
+                       rule=rule)
     if kind is RangeKind.SYMMETRIC:
         a = max(-alpha, beta)
         s = max(a / 127.0, MIN_SCALE)

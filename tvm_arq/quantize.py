@@ -432,7 +432,9 @@ def select_qparams(plan: QuantPlan, observers: dict, config: QuantConfig, act_dt
             if rows:
                 alpha, beta, why = _output_choice(rows, sampler.consumers[p], ranges, kind)
                 rule += why
-        out[p] = choose_qparams(alpha, beta, kind, act_dtype, rule=rule)
+        if p in plan.int16_points:
+            rule += "; int16 (W8A16): symmetric over max(|alpha|, beta)"
+        out[p] = choose_qparams(alpha, beta, kind, "int16" if p in plan.int16_points else act_dtype, rule=rule)
     return out
 
 
@@ -465,7 +467,7 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
     """Quantize a float module (constants bound) to an integer module."""
     input_specs(mod)  # a dynamic input shape is the reason, not "nothing to quantize"
     mod = recognize_blocks(mod)
-    plan = plan_quantization(mod, config.skip_ops, config.exclude)
+    plan = plan_quantization(mod, config.skip_ops, config.exclude, int16=config.int16)
     if not plan.points:
         raise ValueError("nothing to quantize: the model has no supported op (conv2d, dense, add, concat); "
                          "build it with scheme='float' to compile it unquantized")

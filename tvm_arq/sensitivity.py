@@ -282,7 +282,7 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
     fmod = recognize_blocks(prepare_module(mod, params))
     specs = input_specs(fmod)
     data = list(calibration)
-    base = plan_quantization(fmod, config.skip_ops, config.exclude)
+    base = plan_quantization(fmod, config.skip_ops, config.exclude, int16=config.int16)
     units = layer_units(base)
     if not units:
         raise ValueError("nothing to quantize: the model has no quantizable layer")
@@ -291,8 +291,10 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
     with _quiet("tvm_arq.passes.analysis"):
         for name, lays, _ in units:
             others = tuple(lay for lay in all_layers if lay not in lays)
-            variants[f"alone:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + others)
-            variants[f"out:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + lays)
+            variants[f"alone:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + others,
+                                                          int16=config.int16)
+            variants[f"out:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + lays,
+                                                        int16=config.int16)
     union: list[str] = []
     seen: set[str] = set()
     for plan in variants.values():

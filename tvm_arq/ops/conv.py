@@ -245,8 +245,9 @@ def fit_int32(qw: np.ndarray, s_w: np.ndarray, bias: np.ndarray, s_x: float, z_x
         raise QuantizationError(
             f"{layer}: the int32 accumulator can overflow: with {x_dtype} activations, reduction size "
             f"K = {k} and these weights, output channel {c} can reach {int(max(acc_hi[c], -acc_lo[c])):.4g} "
-            f"> 2**31 - 1. Use int8 activations (QuantConfig(act_dtype='int8')), split the layer along its "
-            f"input channels, or keep it in float (QuantConfig(skip_ops=...))"
+            f"> 2**31 - 1. Use int8 activations (QuantConfig(act_dtype='int8'); for int16 ones: leave the layer "
+            f"out of QuantConfig(int16=...)), split the layer along its input channels, or keep it in float "
+            f"(QuantConfig(skip_ops=...))"
         )
     changed = np.zeros(n_out, bool)
     for _ in range(64):

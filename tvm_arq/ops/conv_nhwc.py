@@ -24,7 +24,9 @@ Layout conversion (``qconv2d``, ``qdense``): conv2d with ``groups == 1`` and den
 ``qconv2d_nhwc_packed`` (the activation shifted into the dot product's operand type inside the kernel
 when its storage differs -- int8 on x86 -> ``+128``, uint8 on ARM -> ``-128`` -- the bias absorbing
 ``-shift * sum(w)``; a shift that could overflow int32 keeps the plan's fallback kernel); depthwise ->
-``qdwconv2d_nhwc``; other grouped convs -> ``qconv2d_nhwc``. A lookup-table activation that is the only
+``qdwconv2d_nhwc``; other grouped convs -> ``qconv2d_nhwc``. int16 activations (W8A16) take the target's
+``conv_fallback`` configuration (no dot-product intrinsic, ``kgroup=1``, lanes vectorized): the product is
+written as ``int32(x) * int32(w)`` and LLVM picks the widening multiply-adds. A lookup-table activation that is the only
 consumer of a conv is fused into its epilogue.
 """
 
@@ -344,6 +346,10 @@ def convert_conv(ctx, name: str, args: list, p: dict) -> bool:
 def _choose_conv(ctx, qw: np.ndarray, bias: np.ndarray, x_dtype: str) -> tuple[PackedConvTarget, int, np.ndarray]:
     """Packed config, input shift and shifted bias (falls back when the shift could overflow)."""
     cfg = ctx.plan.conv
+    if np.dtype(x_dtype).itemsize > 1:
+        # int16 activations (W8A16): no 8-bit dot product takes them; the fallback configuration has no
+        # intrinsic and multiplies in the activation's own dtype (sign-extended to int32)
+        return ctx.plan.conv_fallback, 0, bias
     dom = cfg.domain_dtype or x_dtype
     if dom == x_dtype:
         return cfg, 0, bias

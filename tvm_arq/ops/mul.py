@@ -47,13 +47,32 @@ MUL = is_op("relax.multiply")(DQ_X, DQ_Y)
 QMUL = is_op("relax.quantize")(MUL, Q_SCALE, Q_ZP)
 
 
+def fit_product_multiplier(m0: int, rshift: int, a: Quant, b: Quant) -> tuple[int, int]:
+    """``(M0, rshift)`` with ``|q_a - z_a| * |q_b - z_b| * M0 + 2**(rshift-1)`` inside int64.
+
+    Two 8-bit operands leave ``M0 < 2**31`` untouched (``255 * 255 * 2**31 < 2**47``); two int16 operands
+    (``|product| <= 65535**2 < 2**32``) would not: ``M0`` and ``rshift`` then drop the same number of low bits
+    (``M0`` rounded), a relative multiplier change below ``2**-28``.
+    """
+    bound = 1
+    for q in (a, b):
+        lo, hi = q.range
+        bound *= max(abs(lo - q.zp), abs(hi - q.zp))
+    drop = max(0, bound.bit_length() + max(m0, 1).bit_length() - 62)
+    drop = min(drop, rshift - 1)
+    if drop:
+        m0, rshift = (m0 + (1 << (drop - 1))) >> drop, rshift - drop
+    return m0, rshift
+
+
 @register_realize(Stage.PATTERN, pattern=QMUL)
 def realize_mul(ctx: RealizeContext, m: dict, out: Quant):
     a, b = qinfo(m[DQ_X]), qinfo(m[DQ_Y])
     m0, rs = quantize_multiplier(np.float64(a.scale) * np.float64(b.scale) / np.float64(out.scale), saturate=True)
+    m0, rs = fit_product_multiplier(int(m0[0]), int(rs[0]), a, b)
     qlo, qhi = dtype_range(out.dtype)
-    params = {"out_shape": list(tensor_shape(m[MUL])), "zps": [a.zp, b.zp], "m0": int(m0[0]),
-              "rshift": int(rs[0]), "zp_y": out.zp, "qlo": qlo, "qhi": qhi, "out_dtype": out.dtype}
+    params = {"out_shape": list(tensor_shape(m[MUL])), "zps": [a.zp, b.zp], "m0": m0,
+              "rshift": rs, "zp_y": out.zp, "qlo": qlo, "qhi": qhi, "out_dtype": out.dtype}
     return emit_kernel(ctx.bb, "qmul", [ctx.remap(m[DQ_X].args[0]), ctx.remap(m[DQ_Y].args[0])], params)
 
 
@@ -82,4 +101,4 @@ def qmul_np(a, b, *, out_shape, zps, m0, rshift, zp_y, qlo, qhi, out_dtype):
 
 register_layout("qmul", Agnostic(nhwc_out_shape, all_4d=True))
 
-__all__ = ["QMUL", "qmul", "qmul_np"]
+__all__ = ["QMUL", "fit_product_multiplier", "qmul", "qmul_np"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax, te, tirx
 
+from ..qmath import dtype_range
 from .common import (
     I32,
     I64,
@@ -112,6 +113,13 @@ def _window_count(count_include_pad: bool, pool, strides, padding, h, wd):
     return count
 
 
+def sum_dtype(x_dtype: str, count: int) -> str:
+    """Accumulator dtype of a sum of ``count`` values ``q - z`` of ``x_dtype``: int32 when it cannot overflow
+    (8-bit inputs: any window below 2**23 elements; int16: below 2**15), else int64."""
+    lo, hi = dtype_range(str(x_dtype))
+    return I32 if count * (hi - lo) < 2**31 else I64
+
+
 def _round_avg(total, cnt, zp: int, qlo: int, qhi: int, dtype):
     """``clamp(z + floor((2 * total + cnt) / (2 * cnt)))`` (round half up) in int64, cast to ``dtype``."""
     v = tirx.floordiv(total.astype(I64) * tirx.const(2, I64) + cnt, cnt * tirx.const(2, I64))
@@ -148,9 +156,10 @@ def qavgpool2d_nchw(x, *, pool, strides, padding, count_include_pad: bool, zp: i
     xp = pad_const(x, [(0, 0), (0, 0), (pt, pb), (pl, pr)], zp)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
+    acc_t = sum_dtype(x.dtype, kh * kw)
     acc = te.compute(
         (n, c, oh, ow),
-        lambda b, k, i, j: te.sum(xp[b, k, i * sh + ry, j * sw + rx].astype(I32) - tirx.const(zp, I32),
+        lambda b, k, i, j: te.sum(xp[b, k, i * sh + ry, j * sw + rx].astype(acc_t) - tirx.const(zp, acc_t),
                                   axis=[ry, rx]),
         name="acc",
     )
@@ -169,9 +178,10 @@ def qmean_hw(x, *, zp: int, qlo: int, qhi: int):
     n, c, h, wd = x.shape
     ry = te.reduce_axis((0, h), name="ry")
     rx = te.reduce_axis((0, wd), name="rx")
+    acc_t = sum_dtype(x.dtype, int(h) * int(wd))
     acc = te.compute(
         (n, c, 1, 1),
-        lambda b, k, i, j: te.sum(x[b, k, ry, rx].astype(I32) - tirx.const(zp, I32), axis=[ry, rx]),
+        lambda b, k, i, j: te.sum(x[b, k, ry, rx].astype(acc_t) - tirx.const(zp, acc_t), axis=[ry, rx]),
         name="acc",
     )
     cnt = int(h) * int(wd)
@@ -215,9 +225,11 @@ def qavgpool2d_nhwc(x, *, pool, strides, padding, count_include_pad: bool, zp: i
     xp = pad_const(x, [(0, 0), (pt, pb), (pl, pr), (0, 0)], zp)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
+    acc_t = sum_dtype(x.dtype, kh * kw)
     acc = te.compute(
         (n, oh, ow, c),
-        lambda b, i, j, k: te.sum(xp[b, i * sh + ry, j * sw + rx, k].astype(I32) - tirx.const(zp, I32), axis=[ry, rx]),
+        lambda b, i, j, k: te.sum(xp[b, i * sh + ry, j * sw + rx, k].astype(acc_t) - tirx.const(zp, acc_t),
+                                  axis=[ry, rx]),
         name="acc",
     )
 
@@ -235,9 +247,10 @@ def qmean_hw_nhwc(x, *, zp: int, qlo: int, qhi: int):
     n, h, wd, c = x.shape
     ry = te.reduce_axis((0, h), name="ry")
     rx = te.reduce_axis((0, wd), name="rx")
+    acc_t = sum_dtype(x.dtype, int(h) * int(wd))
     acc = te.compute(
         (n, 1, 1, c),
-        lambda b, i, j, k: te.sum(x[b, ry, rx, k].astype(I32) - tirx.const(zp, I32), axis=[ry, rx]),
+        lambda b, i, j, k: te.sum(x[b, ry, rx, k].astype(acc_t) - tirx.const(zp, acc_t), axis=[ry, rx]),
         name="acc",
     )
     cnt = int(h) * int(wd)

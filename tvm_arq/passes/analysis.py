@@ -33,14 +33,25 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from ..frontend.naming import layer_of
 from ..ops import REGISTRY
+from ..ops.conv import INT32_MAX, INT32_MIN, accumulator_bounds
 from ..ops.elementwise import EVALUATORS, Region, grow_region, nonneg_on_probe, region_name
-from ..ops.irutil import Binding, bindings_of, check_unique_names, tensor_dtype, tensor_shape, uses
+from ..ops.irutil import (
+    Binding,
+    bindings_of,
+    check_unique_names,
+    const_value,
+    tensor_dtype,
+    tensor_shape,
+    uses,
+)
 from ..ops.registry import Kind, PlanRule, Role
+from ..qmath import quantize_weights_per_channel
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +96,7 @@ class QuantPlan:
     fallbacks: list[tuple[str, str, str]] = field(default_factory=list)
     luts: dict[str, Region] = field(default_factory=dict)
     lut_inputs: dict[str, list[str]] = field(default_factory=dict)
+    int16_points: set[str] = field(default_factory=set)
 
     def is_int(self, name: str) -> bool:
         return name in self.qsource
@@ -109,8 +121,9 @@ def recognize_blocks(mod: tvm.IRModule) -> tvm.IRModule:
 EXCLUDED = "excluded by the user"
 
 
-def excluded_bindings(bs: list[Binding], exclude: tuple[str, ...]) -> set[str]:
-    """Names of the bindings that ``QuantConfig.exclude`` keeps in float.
+def excluded_bindings(bs: list[Binding], exclude: tuple[str, ...], option: str = "exclude") -> set[str]:
+    """Names of the bindings that ``QuantConfig.exclude`` keeps in float (or that another per-layer option of
+    :class:`~tvm_arq.config.QuantConfig`, named ``option`` in the error, selects).
 
     An entry matches a binding whose name or layer name (:func:`~tvm_arq.frontend.naming.layer_of`) equals
     it, or whose layer name it fully matches as a regular expression. An entry that matches nothing raises
@@ -132,18 +145,91 @@ def excluded_bindings(bs: list[Binding], exclude: tuple[str, ...]) -> set[str]:
             close = difflib.get_close_matches(entry, names, n=5, cutoff=0.5)
             hint = f"; closest layer names: {', '.join(repr(c) for c in close)}" if close else ""
             shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(f"QuantConfig(exclude=...): no layer is named or matches {entry!r}{hint} "
+            raise ValueError(f"QuantConfig({option}=...): no layer is named or matches {entry!r}{hint} "
                              f"(the model's {len(names)} layers: {shown})")
         out |= hit
     return out
 
 
+#: roles whose kernels read and write int16 activations as well as 8-bit ones (the others -- norm, sum --
+#: have 8-bit arithmetic bounds and keep 8-bit tensors)
+INT16_ROLES = frozenset({Role.ANCHOR, Role.EPILOGUE, Role.ADD, Role.CONCAT, Role.LUT, Role.MUL, Role.SOFTMAX, Role.MATMUL,
+                         Role.PASS, Role.FLOAT})
+
+
+def int16_points(plan: QuantPlan, bs: list[Binding], selected: set[str], users: dict) -> set[str]:
+    """The quantization points stored as int16 for the layers ``selected`` (binding names).
+
+    A selected integer layer makes its output point and the points of its integer inputs int16. A point
+    stays 8-bit if its producer or any integer reader has a role outside :data:`INT16_ROLES` (a kernel with
+    8-bit arithmetic bounds). No requantization kernel is inserted between an 8-bit and an int16 tensor:
+    every kernel of those roles takes its input's dtype and writes its output's dtype (e.g. an int16 conv
+    reading the uint8 output of an 8-bit layer, or an 8-bit conv reading an int16 tensor), which is exact
+    by construction (the zero points and scales fold into the same integer arithmetic). A point read by a
+    conv / dense whose int32 accumulator could overflow with int16 values (a large reduction of large weights)
+    stays 8-bit too, with a warning.
+    """
+    by_name = {b.name: b for b in bs}
+    want: set[str] = set()
+    for name in selected:
+        op_plan = plan.ops.get(name)
+        if op_plan is None or op_plan.role is Role.FLOAT or name not in plan.qsource and op_plan.role not in (
+                Role.ANCHOR, Role.EPILOGUE, Role.LUT):
+            continue
+        out = op_plan.group_output or name
+        if out in plan.qsource:
+            want.add(plan.qsource[out])
+        for a in by_name[name].value.args if isinstance(by_name[name].value, relax.Call) else ():
+            if isinstance(a, relax.Var) and a.name in plan.qsource:
+                want.add(plan.qsource[a.name])
+    readers: dict[str, set[Role]] = {}
+    overflow: dict[str, str] = {}  # point -> an anchor whose int32 accumulator could overflow on int16 input
+    for name, op_plan in plan.ops.items():
+        b = by_name.get(name)
+        if b is None or not isinstance(b.value, relax.Call):
+            continue
+        for a in b.value.args:
+            if isinstance(a, relax.Var) and a.name in plan.qsource:
+                readers.setdefault(plan.qsource[a.name], set()).add(op_plan.role)
+        x = b.value.args[0] if b.value.args else None
+        if op_plan.role is Role.ANCHOR and isinstance(x, relax.Var) and x.name in plan.qsource \
+                and plan.qsource[x.name] in want and _int16_overflows(b):
+            overflow[plan.qsource[x.name]] = name
+    out: set[str] = set()
+    for p in want:
+        producer = plan.ops.get(p)
+        roles = readers.get(p, set()) | ({producer.role} if producer is not None else set())
+        if not roles <= INT16_ROLES:
+            logger.info("tensor %r stays 8-bit: read or written by %s", p,
+                        ", ".join(sorted(r.value for r in roles - INT16_ROLES)))
+        elif p in overflow:
+            logger.warning("tensor %r stays 8-bit: with int16 values, the int32 accumulator of %r could overflow",
+                           p, overflow[p])
+        else:
+            out.add(p)
+    return out
+
+
+def _int16_overflows(b: Binding) -> bool:
+    """The int32 accumulator of anchor ``b`` (per-channel int8 weights) can overflow on an int16 input
+    (:func:`~tvm_arq.ops.conv.accumulator_bounds`; the realize step would raise ``QuantizationError``)."""
+    w = const_value(b.value.args[1])
+    axis = REGISTRY.plan_rule(b.op).weight_axis
+    if w is None or axis is None:
+        return False
+    qw, _ = quantize_weights_per_channel(np.asarray(w), axis=axis)
+    qw = np.moveaxis(qw, axis, 0)
+    lo, hi = accumulator_bounds(qw, "int16")
+    return bool(np.any(hi > INT32_MAX) or np.any(lo < INT32_MIN))
+
+
 def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-                      split_at: frozenset[str] = frozenset()) -> QuantPlan:
+                      split_at: frozenset[str] = frozenset(), int16: tuple[str, ...] = ()) -> QuantPlan:
     """Compute the :class:`QuantPlan` of ``mod["main"]`` (a float module with constants bound).
 
     The per-op decisions come from the planner rules of :data:`tvm_arq.ops.REGISTRY`. Ops in ``skip_ops``
-    and the layers named by ``exclude`` (:func:`excluded_bindings`) stay in float. Bindings in ``split_at``
+    and the layers named by ``exclude`` (:func:`excluded_bindings`) stay in float; the layers named by
+    ``int16`` get int16 inputs and outputs (:func:`int16_points`). Bindings in ``split_at``
     are never inner members of a lookup table (a pre-quantized model quantizes them: the ``Sigmoid`` of a SiLU
     is then its own table and the product an integer ``mul``, as in the model).
     """
@@ -351,6 +437,8 @@ def plan_quantization(mod: tvm.IRModule, skip_ops: tuple[str, ...] = (), exclude
         inside = {m.name for t in tails for m in plan.luts[t].members}
         if not users.get(leaf) or not all(u in inside for u in users[leaf]):
             del plan.lut_inputs[leaf]
+    if int16:
+        plan.int16_points = int16_points(plan, bs, excluded_bindings(bs, int16, "int16"), users)
     if any(r != EXCLUDED for _n, _op, r in plan.fallbacks):
         counts: dict[str, int] = {}
         for _n, op, r in plan.fallbacks:
