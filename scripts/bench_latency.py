@@ -24,13 +24,21 @@ times back to back after a short pause (the worker threads of the previous varia
 Tuning databases persist in ``--work-dir`` (default ``tuning/latency``): re-running resumes an
 interrupted run and re-uses finished tuning. Results are written after every model to
 ``--out``/``latency.json`` (records ``{model, target, variant, median_ms, p90_ms, trials, ...}``) and
-``latency.md``.
+``latency.md``. ``--run NAME`` stores a run as its own section (``runs[NAME]`` in the JSON: another host,
+another model set) and keeps the main run's rows; a main run keeps the named runs.
+
+Models: EfficientNet-Lite0 (224x224), YOLOX-Tiny (416x416), the MNIST CNN, PP-OCR cls (1x3x48x192) by default;
+PP-OCRv4 rec (``ppocr_rec``: attention + LayerNorm, 1x3x48x320 text lines) and PP-OCRv4 det (``ppocr_det``:
+DBNet head with conv2d_transpose, a fixed 1x3x256x256 canvas; onnxruntime runs the same ONNX file with its
+dynamic input fed at that size) on request.
 
 Usage::
 
     python scripts/bench_latency.py --trials 300                       # all models
     python scripts/bench_latency.py --models mnist_cnn --trials 64     # one model
     python scripts/bench_latency.py --quick                            # smoke run: MNIST, 16 trials
+    python scripts/bench_latency.py --run epyc-zen3 --models ppocr_cls ppocr_rec ppocr_det \
+        --variants tvm_int8_hybrid ort_int8 ort_fp32 --trials 64 --check  # a separate section
     nohup python scripts/bench_latency.py --trials 300 > results/latency.log 2>&1 &
 """
 
