@@ -572,17 +572,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.notes:
         meta["notes"] = list(args.notes)
-    data = load_results(args.out)
-    previous = data if args.run is None else data.get("runs", {}).get(args.run, {})
-    records: list[dict[str, Any]] = []
-    if previous and (args.run is not None or args.models != list(DEFAULT_MODELS)):
-        # keep the other models' rows of an earlier run (of the same section)
-        records = [r for r in previous.get("records", []) if r["model"] not in args.models]
+    keep_others = args.run is not None or args.models != list(DEFAULT_MODELS)
+    mine: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     for name in args.models:
         t0 = time.perf_counter()
-        new = bench_model(name, args, info)
-        records = [r for r in records if r["model"] != name] + new
+        mine += bench_model(name, args, info)
+        # the other models' rows of an earlier run (of the same section), read when writing
+        data = load_results(args.out)
+        previous = data if args.run is None else data.get("runs", {}).get(args.run, {})
+        done = {r["model"] for r in mine}
+        others = [r for r in previous.get("records", []) if r["model"] not in done] if keep_others else []
+        records = others + mine
         meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
         meta.setdefault("wall_minutes", {})[name] = round((time.perf_counter() - t0) / 60, 1)
         write_results(records, args.out, meta, args.run)
