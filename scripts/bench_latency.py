@@ -327,10 +327,18 @@ def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, 
 
 def render_run(records: list[dict[str, Any]], meta: dict[str, Any], title: str) -> list[str]:
     """The markdown section of one run: command, machine, latency table, ratios, tuning time, notes."""
+    by_command: dict[str, list[str]] = {}
+    for model, command in meta.get("commands", {}).items():
+        by_command.setdefault(command, []).append(model)
+    if len(by_command) > 1:
+        head = ["Commands (one per group of models, same host and work directory):", "",
+                *(f"- `{c}`: {', '.join(m)}" for c, m in by_command.items())]
+    else:
+        head = [f"Command: `{meta['command']}`"]
     lines = [
         f"## {title}: {meta['machine']}",
         "",
-        f"Command: `{meta['command']}`",
+        *head,
         "",
         f"Machine: {meta['machine']}; target `{meta['target']}`. Every variant is timed with the same thread "
         f"count: **{meta['threads']} threads** (TVM thread pool, onnxruntime `intra_op_num_threads`; the tuning "
@@ -584,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["model"] for r in mine}
         others = [r for r in previous.get("records", []) if r["model"] not in done] if keep_others else []
         records = others + mine
+        old_meta = previous.get("meta", {})
+        commands = old_meta.get("commands") or {r["model"]: old_meta.get("command", "?") for r in others}
+        meta["commands"] = {**{r["model"]: commands.get(r["model"], "?") for r in others},
+                            **{m: meta["command"] for m in done}}
         meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
         meta.setdefault("wall_minutes", {})[name] = round((time.perf_counter() - t0) / 60, 1)
         write_results(records, args.out, meta, args.run)
