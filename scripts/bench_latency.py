@@ -24,13 +24,21 @@ times back to back after a short pause (the worker threads of the previous varia
 Tuning databases persist in ``--work-dir`` (default ``tuning/latency``): re-running resumes an
 interrupted run and re-uses finished tuning. Results are written after every model to
 ``--out``/``latency.json`` (records ``{model, target, variant, median_ms, p90_ms, trials, ...}``) and
-``latency.md``.
+``latency.md``. ``--run NAME`` stores a run as its own section (``runs[NAME]`` in the JSON: another host,
+another model set) and keeps the main run's rows; a main run keeps the named runs.
+
+Models: EfficientNet-Lite0 (224x224), YOLOX-Tiny (416x416), the MNIST CNN, PP-OCR cls (1x3x48x192) by default;
+PP-OCRv4 rec (``ppocr_rec``: attention + LayerNorm, 1x3x48x320 text lines) and PP-OCRv4 det (``ppocr_det``:
+DBNet head with conv2d_transpose, a fixed 1x3x256x256 canvas; onnxruntime runs the same ONNX file with its
+dynamic input fed at that size) on request.
 
 Usage::
 
     python scripts/bench_latency.py --trials 300                       # all models
     python scripts/bench_latency.py --models mnist_cnn --trials 64     # one model
     python scripts/bench_latency.py --quick                            # smoke run: MNIST, 16 trials
+    python scripts/bench_latency.py --run epyc-zen3 --models ppocr_cls ppocr_rec ppocr_det \
+        --variants tvm_int8_hybrid ort_int8 ort_fp32 --trials 64 --check  # a separate section
     nohup python scripts/bench_latency.py --trials 300 > results/latency.log 2>&1 &
 """
 
@@ -110,13 +118,46 @@ def _ppocr_cls(n_calib: int) -> Workload:
                     x[n_calib:][:1])
 
 
+def _ppocr_rec(n_calib: int) -> Workload:
+    """PP-OCRv4 recognizer (attention + LayerNorm), 1x3x48x320, rendered text lines (seed 0 as its accuracy run)."""
+    from arq_bench import assets, datasets
+
+    x, _ = datasets.text_recognition_set(n_calib + 1, seed=0, width=PPOCR_REC_SHAPE[3])
+    x = x.astype(np.float32)
+    return Workload("ppocr_rec", str(assets.fetch("ppocr_rec")), "x", PPOCR_REC_SHAPE,
+                    [c[None] for c in x[:n_calib]], x[n_calib:][:1])
+
+
+def _ppocr_det(n_calib: int) -> Workload:
+    """PP-OCRv4 detector (DBNet head, two conv2d_transpose), fixed 1x3x256x256 canvases of rendered text lines.
+
+    The canvases are those of ``scripts/bench_ppocr_det.py`` (calibration seeds 10000+, the timed sample seed 0).
+    """
+    import importlib.util
+
+    from arq_bench import assets
+
+    spec = importlib.util.spec_from_file_location("bench_ppocr_det", REPO / "scripts" / "bench_ppocr_det.py")
+    det = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(det)
+    photos = assets.natural_photos()
+    size = PPOCR_DET_SHAPE[2]
+    cal = [det.text_canvas(10_000 + i, size, photos)[0].astype(np.float32) for i in range(n_calib)]
+    sample = det.text_canvas(0, size, photos)[0].astype(np.float32)
+    return Workload("ppocr_det", str(assets.fetch("ppocr_det")), "x", PPOCR_DET_SHAPE, cal, sample)
+
+
+PPOCR_REC_SHAPE = (1, 3, 48, 320)
+PPOCR_DET_SHAPE = (1, 3, 256, 256)
 WORKLOADS: dict[str, Callable[[int], Workload]] = {
     "efficientnet_lite0": _efficientnet,
     "yolox_tiny": _yolox,
     "mnist_cnn": _mnist,
     "ppocr_cls": _ppocr_cls,
+    "ppocr_rec": _ppocr_rec,
+    "ppocr_det": _ppocr_det,
 }
-DEFAULT_MODELS = ("efficientnet_lite0", "yolox_tiny", "mnist_cnn")
+DEFAULT_MODELS = ("efficientnet_lite0", "yolox_tiny", "mnist_cnn", "ppocr_cls")
 
 
 def _onnx_input_name(model: Any) -> str:
@@ -255,14 +296,49 @@ def measure(runners: dict[str, Callable[[], Any]], rounds: int, block: int, warm
 
 
 # ------------------------------------------------------------------------------------------ reporting
-def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> None:
-    """``latency.json`` (records + run metadata) and ``latency.md`` (tables and ratios, per thread count)."""
+def load_results(out_dir: Path) -> dict[str, Any]:
+    """The content of ``latency.json`` (``{}`` when absent): ``meta``/``records`` of the main run, ``runs``."""
+    path = out_dir / "latency.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, Any], run: str | None = None) -> None:
+    """``latency.json`` and ``latency.md`` (tables and ratios, per thread count).
+
+    Without ``run`` the records and metadata are the main run's (top-level ``meta``/``records`` of the JSON);
+    with ``run`` they are stored as ``runs[run]`` (another host, another model set) and the main run is kept.
+    The markdown has one section per run, the main run first.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "latency.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
+    data = load_results(out_dir)
+    if run is None:
+        data["meta"], data["records"] = meta, records
+    else:
+        data.setdefault("runs", {})[run] = {"meta": meta, "records": records}
+    data = {k: data[k] for k in ("meta", "records", "runs") if k in data}
+    (out_dir / "latency.json").write_text(json.dumps(data, indent=1) + "\n")
+    lines = ["# Latency (batch 1)", ""]
+    if "meta" in data:
+        lines += render_run(data["records"], data["meta"], "Main run")
+    for name, r in data.get("runs", {}).items():
+        lines += ["", *render_run(r["records"], r["meta"], f"Run `{name}`")]
+    (out_dir / "latency.md").write_text("\n".join(lines) + "\n")
+
+
+def render_run(records: list[dict[str, Any]], meta: dict[str, Any], title: str) -> list[str]:
+    """The markdown section of one run: command, machine, latency table, ratios, tuning time, notes."""
+    by_command: dict[str, list[str]] = {}
+    for model, command in meta.get("commands", {}).items():
+        by_command.setdefault(command, []).append(model)
+    if len(by_command) > 1:
+        head = ["Commands (one per group of models, same host and work directory):", "",
+                *(f"- `{c}`: {', '.join(m)}" for c, m in by_command.items())]
+    else:
+        head = [f"Command: `{meta['command']}`"]
     lines = [
-        "# Latency on this machine (batch 1)",
+        f"## {title}: {meta['machine']}",
         "",
-        f"Command: `{meta['command']}`",
+        *head,
         "",
         f"Machine: {meta['machine']}; target `{meta['target']}`. Every variant is timed with the same thread "
         f"count: **{meta['threads']} threads** (TVM thread pool, onnxruntime `intra_op_num_threads`; the tuning "
@@ -319,7 +395,7 @@ def write_results(records: list[dict[str, Any]], out_dir: Path, meta: dict[str, 
                   + ", ".join(f"{m} {s / 60:.1f} min" for m, s in wall.items()) + "."]
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
-    (out_dir / "latency.md").write_text("\n".join(lines) + "\n")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -453,6 +529,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=REPO / "tuning" / "latency",
                    help="tuning databases (re-used: a re-run resumes)")
     p.add_argument("--out", type=Path, default=REPO / "results")
+    p.add_argument("--run", default=None, metavar="NAME",
+                   help="store the results as the separate run NAME of latency.json/.md (its own section, e.g. "
+                        "another host), keeping the main run's rows; default: the main run")
+    p.add_argument("--notes", nargs="*", default=[], help="lines appended to the run's markdown section")
+    p.add_argument("--machine", default=None, help="machine description for the report (default: from platform)")
     p.add_argument("--target", default="host", help="tvm_arq target (must run here)")
     p.add_argument("--check", action="store_true", help="check the hybrid build against the reference interpreter")
     p.add_argument("--separate-int8-db", action="store_true",
@@ -488,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     argv_s = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     meta: dict[str, Any] = {
         "command": f"python scripts/bench_latency.py {argv_s}".strip(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical cores, LLVM CPU "
-                   f"{info.to_dict().get('mcpu', '?')}",
+        "machine": (f"{args.machine}, " if args.machine else "") + f"{platform.machine()}, {os.cpu_count()} "
+                   f"logical cores, LLVM CPU {info.to_dict().get('mcpu', '?')}",
         "target": str(info), "threads": args.threads, "trials": args.trials,
         "also_threads": [t for t in args.thread_counts if t != args.threads], "logical_cores": os.cpu_count(),
         "int8_db": ("separate databases" if args.separate_int8_db else
@@ -497,20 +578,27 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out_json = args.out / "latency.json"
-    records: list[dict[str, Any]] = []
-    if out_json.exists() and args.models != list(DEFAULT_MODELS):
-        # keep the other models' rows of an earlier run
-        old = json.loads(out_json.read_text()).get("records", [])
-        records = [r for r in old if r["model"] not in args.models]
+    if args.notes:
+        meta["notes"] = list(args.notes)
+    keep_others = args.run is not None or args.models != list(DEFAULT_MODELS)
+    mine: list[dict[str, Any]] = []
     t_all = time.perf_counter()
     for name in args.models:
         t0 = time.perf_counter()
-        new = bench_model(name, args, info)
-        records = [r for r in records if r["model"] != name] + new
+        mine += bench_model(name, args, info)
+        # the other models' rows of an earlier run (of the same section), read when writing
+        data = load_results(args.out)
+        previous = data if args.run is None else data.get("runs", {}).get(args.run, {})
+        done = {r["model"] for r in mine}
+        others = [r for r in previous.get("records", []) if r["model"] not in done] if keep_others else []
+        records = others + mine
+        old_meta = previous.get("meta", {})
+        commands = old_meta.get("commands") or {r["model"]: old_meta.get("command", "?") for r in others}
+        meta["commands"] = {**{r["model"]: commands.get(r["model"], "?") for r in others},
+                            **{m: meta["command"] for m in done}}
         meta["loadavg_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
         meta.setdefault("wall_minutes", {})[name] = round((time.perf_counter() - t0) / 60, 1)
-        write_results(records, args.out, meta)
+        write_results(records, args.out, meta, args.run)
         logger.info("[%s] done in %.1f min; results in %s", name, (time.perf_counter() - t0) / 60, args.out)
     logger.info("all done in %.1f min", (time.perf_counter() - t_all) / 60)
     return 0

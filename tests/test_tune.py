@@ -339,3 +339,13 @@ def test_tuned_int8_dense_uses_vnni_and_is_exact(tmp_path: Path) -> None:
     wv = rng.integers(-128, 128, (n, k)).astype("int8")
     got = run(ex, [av, _pack_weights(wv)])
     np.testing.assert_array_equal(got, av.astype(np.int64) @ wv.astype(np.int64).T)
+
+
+def test_qmatmul_kernels_are_not_searched_with_generic_rules() -> None:
+    """MetaSchedule's generic rules fail on a qmatmul kernel (its epilogue reads root-level row/column sums):
+    such a task is left out of the search and compiled with its default schedule."""
+    a = te.placeholder((4, 8), "int32", name="a")
+    y = te.compute((4, 8), lambda i, j: a[i, j] + 1, name="y")
+    f = te.create_prim_func([a, y])
+    assert not tune_mod._is_untunable(tvm.IRModule({"main": f}))
+    assert tune_mod._is_untunable(tvm.IRModule({"main": f.with_attr("arq.op", "qmatmul")}))

@@ -206,6 +206,9 @@ def _plan_tasks(
     if config.op_names:
         extracted = [t for t in extracted if any(op in t.task_name for op in config.op_names)]
     extracted = [t for t in extracted if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+    # a qmatmul kernel keeps its default schedule (applied at compile time): MetaSchedule's generic rules
+    # fail on it (reverse_compute_at of the epilogue, which also reads the root-level row/column sums)
+    extracted = [t for t in extracted if not _is_untunable(t.dispatched[0])]
     if not extracted:
         return []
     # kernels with a tvm_arq template (tensorized conv, depthwise) are searched in the template's space
@@ -244,6 +247,15 @@ def _plan_tasks(
         )
     return planned
 
+
+
+#: kernels (``arq.op``) MetaSchedule's generic CPU rules cannot schedule; compiled with their default schedule
+UNTUNABLE_OPS = ("qmatmul",)
+
+
+def _is_untunable(mod: IRModule) -> bool:
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return any(f.attrs is not None and str(f.attrs.get("arq.op", "")) in UNTUNABLE_OPS for f in funcs)
 
 
 def _is_templated(mod: IRModule) -> bool:
