@@ -445,8 +445,7 @@ def _extract_members(asset: Asset, archive: Path, dest: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
             for name in _choose(asset, list(infos)):
-                with zf.open(infos[name]) as src, open(dest / Path(name).name, "wb") as dst:
-                    shutil.copyfileobj(src, dst, length=1 << 20)
+                _copy_member(zf, infos[name], dest / Path(name).name)
         return
     with tarfile.open(archive) as tf:
         infos = {m.name: m for m in tf.getmembers() if m.isfile()}
@@ -456,6 +455,11 @@ def _extract_members(asset: Asset, archive: Path, dest: Path) -> None:
                 raise AssetError(f"asset {asset.name!r}: cannot read {name} from {archive.name}")
             with src, open(dest / Path(name).name, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    with zf.open(info) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
 
 
 def _file_sha256(path: Path) -> str:
