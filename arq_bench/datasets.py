@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import string
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -248,6 +248,22 @@ def _render_text_line(
     return bg
 
 
+def _rendered_lines(
+    n: int, seed: int, photo_fraction: float, photos: Sequence[Path] | None
+) -> Iterator[tuple[str, Image.Image]]:
+    """The ``n`` upright text lines of ``seed`` and their text (line ``i`` depends only on ``(seed, i)``)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    fonts = dejavu_fonts()
+    if photos is None:
+        photos = assets.natural_photos() if photo_fraction > 0 else []
+    photos = list(photos)
+    for i in range(n):
+        # the renderer draws the text first from the sample's generator: a fresh one gives the same text
+        text = _text_line(np.random.default_rng([seed, i]))
+        yield text, _render_text_line(np.random.default_rng([seed, i]), fonts, photos, photo_fraction)
+
+
 def text_direction_set(
     n: int,
     seed: int = 0,
@@ -284,17 +300,9 @@ def text_direction_set(
     y : numpy.ndarray
         ``(n,)`` int64, 0 = upright, 1 = rotated 180 deg.
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    fonts = dejavu_fonts()
-    if photos is None:
-        photos = assets.natural_photos() if photo_fraction > 0 else []
-    photos = list(photos)
-    x = np.zeros((n, 3, height, width), dtype=np.float32)
-    y = (np.arange(n) % 2).astype(np.int64)
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        img = _render_text_line(rng, fonts, photos, photo_fraction)
+    x = np.zeros((max(n, 0), 3, height, width), dtype=np.float32)
+    y = (np.arange(max(n, 0)) % 2).astype(np.int64)
+    for i, (_, img) in enumerate(_rendered_lines(n, seed, photo_fraction, photos)):
         if y[i] == 1:
             img = img.transpose(Image.Transpose.ROTATE_180)
         x[i] = ppocr_cls_preprocess(img, height, width)
@@ -319,18 +327,10 @@ def text_recognition_set(
     labels : list of str
         The rendered text of each line.
     """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    fonts = dejavu_fonts()
-    if photos is None:
-        photos = assets.natural_photos() if photo_fraction > 0 else []
-    photos = list(photos)
-    x = np.zeros((n, 3, height, width), dtype=np.float32)
+    x = np.zeros((max(n, 0), 3, height, width), dtype=np.float32)
     labels = []
-    for i in range(n):
-        # the renderer draws the text first from the sample's generator: a fresh one gives the same text
-        labels.append(_text_line(np.random.default_rng([seed, i])))
-        img = _render_text_line(np.random.default_rng([seed, i]), fonts, photos, photo_fraction)
+    for i, (text, img) in enumerate(_rendered_lines(n, seed, photo_fraction, photos)):
+        labels.append(text)
         x[i] = ppocr_cls_preprocess(img, height, width)
     return x, labels
 
