@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -257,29 +257,12 @@ def _ort_session(model: Any, threads: int = 1):  # noqa: ANN202 - onnxruntime.In
 
 def _ort_quantize(w: Workload, calibrator: str, tmp: Path) -> Path:
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, samples: Sequence[np.ndarray]) -> None:
-            self._it = iter(samples)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {w.input_name: x}
+    from arq_bench.onnxrt import calibration_reader, qdq_ready_model
 
     raw = tmp / "float.onnx"
-    model = w.onnx_model if hasattr(w.onnx_model, "SerializeToString") else onnx.load(str(w.onnx_model))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if opset < 13:  # per-channel QDQ (DequantizeLinear with an axis) needs opset 13
-        from onnx import version_converter
-
-        model = version_converter.convert_version(model, 13)
+    model = qdq_ready_model(w.onnx_model)
     # The models are static-shape with BatchNorm folded: onnxruntime's optional pre-processing
     # (quant_pre_process: symbolic shape inference, needs sympy) is not applied.
     onnx.save(model, str(raw))
@@ -291,8 +274,8 @@ def _ort_quantize(w: Workload, calibrator: str, tmp: Path) -> Path:
         "percentile": CalibrationMethod.Percentile,
     }[calibrator]
     quantize_static(
-        str(src), str(dst), Reader(w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+        str(src), str(dst), calibration_reader(w.input_name, w.calibration), quant_format=QuantFormat.QDQ,
+        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
     )  # fmt: skip
     return dst
 

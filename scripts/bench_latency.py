@@ -185,31 +185,14 @@ def ort_session(model: Any, threads: int):  # noqa: ANN201 - onnxruntime.Inferen
 def ort_quantize(w: Workload, dst: Path) -> Path:
     """``quantize_static`` QDQ (per-channel int8 weights, uint8 activations, MinMax) on ``w.calibration``."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(w.calibration)
+    from arq_bench.onnxrt import calibration_reader, qdq_ready_model
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {w.input_name: x}
-
-    model = w.onnx_model if hasattr(w.onnx_model, "graph") else onnx.load(str(w.onnx_model))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    if opset < 13:  # per-channel DequantizeLinear needs opset 13
-        from onnx import version_converter
-
-        model = version_converter.convert_version(model, 13)
+    model = qdq_ready_model(w.onnx_model)
     src = dst.with_name(dst.stem + "_float.onnx")
     onnx.save(model, str(src))
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(src), str(dst), calibration_reader(w.input_name, w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax)
     return dst

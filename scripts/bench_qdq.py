@@ -82,28 +82,18 @@ def load(name: str, n_eval: int, n_calib: int) -> Work:
 def quantize(w: Work, act: str, tmp: Path) -> Path:
     """onnxruntime ``quantize_static``: QDQ, per-channel int8 weights, MinMax, ``act`` activations."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, samples: Sequence[np.ndarray]) -> None:
-            self._it = iter(samples)
+    from arq_bench.onnxrt import calibration_reader, qdq_ready_model
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self._it, None)
-            return None if x is None else {w.input_name: x}
-
-    model = w.onnx_model if hasattr(w.onnx_model, "SerializeToString") else onnx.load(str(w.onnx_model))
-    if next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13) < 13:
-        from onnx import version_converter
-
-        model = version_converter.convert_version(model, 13)
+    model = qdq_ready_model(w.onnx_model)
     if w.name == "ppocr_cls":  # fix the dynamic input shape first (quantize_static needs static shapes here)
         from tvm_arq.frontend import simplify_onnx
 
         model = simplify_onnx(model, w.shape)
     src, dst = tmp / f"{w.name}.onnx", tmp / f"{w.name}_qdq_{act}.onnx"
     onnx.save(model, str(src))
-    quantize_static(str(src), str(dst), Reader(w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(src), str(dst), calibration_reader(w.input_name, w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8)
     return dst
