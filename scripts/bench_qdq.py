@@ -39,6 +39,9 @@ logger = logging.getLogger("bench_qdq")
 
 MODELS = ("mnist", "ppocr_cls", "efficientnet", "yolox")
 ACTS = ("uint8", "int8")
+#: evaluation inputs per model, and how many of them also go through the float64 QDQ evaluator (slow)
+DEFAULT_N = {"mnist": 500, "ppocr_cls": 200, "efficientnet": 60, "yolox": 20}
+DEFAULT_EXACT = {"mnist": 100, "ppocr_cls": 50, "efficientnet": 10, "yolox": 3}
 
 
 @dataclass
@@ -79,22 +82,37 @@ def load(name: str, n_eval: int, n_calib: int) -> Work:
                 labels=None if labels is None else np.asarray(labels)[:n_eval], targets=w.extra.get("targets"))
 
 
-def quantize(w: Work, act: str, tmp: Path) -> Path:
-    """onnxruntime ``quantize_static``: QDQ, per-channel int8 weights, MinMax, ``act`` activations."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    from arq_bench.onnxrt import calibration_reader, qdq_ready_model
+def _float_model(w: Work):
+    from arq_bench.onnxrt import qdq_ready_model
 
     model = qdq_ready_model(w.onnx_model)
     if w.name == "ppocr_cls":  # fix the dynamic input shape first (quantize_static needs static shapes here)
         from tvm_arq.frontend import simplify_onnx
 
         model = simplify_onnx(model, w.shape)
+    return model
+
+
+def quantize(w: Work, act: str, tmp: Path) -> Path:
+    """onnxruntime ``quantize_static``: QDQ, per-channel int8 weights, MinMax, ``act`` activations;
+    ``act == "nncf"``: NNCF's ``nncf.quantize`` with its defaults (ONNX backend, same calibration samples)."""
+    import onnx
+
+    model = _float_model(w)
     src, dst = tmp / f"{w.name}.onnx", tmp / f"{w.name}_qdq_{act}.onnx"
+    if act == "nncf":
+        import nncf
+
+        data = nncf.Dataset(w.calibration, lambda x: {w.input_name: x})
+        onnx.save(nncf.quantize(model, data, subset_size=len(w.calibration)), str(dst))
+        return dst
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from arq_bench.onnxrt import calibration_reader
+
     onnx.save(model, str(src))
-    quantize_static(str(src), str(dst), calibration_reader(w.input_name, w.calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
+    quantize_static(str(src), str(dst), calibration_reader(w.input_name, w.calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8)
     return dst
 
@@ -154,7 +172,7 @@ def task_metrics(w: Work, preds: dict[str, list]) -> dict[str, float]:
     return out
 
 
-def run_one(w: Work, act: str, tmp: Path, n_verify: int) -> dict:
+def run_one(w: Work, act: str, tmp: Path, n_verify: int, n_exact: int = 0) -> dict:
     import tvm_arq
     from tvm_arq.verify import debug_build, verify_host
 
@@ -189,6 +207,7 @@ def run_one(w: Work, act: str, tmp: Path, n_verify: int) -> dict:
             maxd[k] = max(maxd[k], float(d.max()))
         ort_self += int((np.abs(res["ort"] - res["ort-ref"]) / (scale or 1.0) <= 1.0 + 1e-3).sum())
     eval_s = time.perf_counter() - t0
+    exact = exact_agreement(w, path, qm, sess, n_exact)
     prog = debug_build(qm)
     reports = [verify_host(prog, w.inputs[i : i + 1]) for i in range(n_verify)]
     bad = [r.first_mismatch().describe() for r in reports if not r.ok]
@@ -197,7 +216,7 @@ def run_one(w: Work, act: str, tmp: Path, n_verify: int) -> dict:
         "output_scale": scale, "elements": total,
         "within_1lsb": {k: within[k] / total for k in sess}, "equal": {k: equal[k] / total for k in sess},
         "ort_vs_ort_ref_within_1lsb": ort_self / total,
-        "max_lsb": maxd, "metrics": task_metrics(w, preds),
+        "max_lsb": maxd, "metrics": task_metrics(w, preds), "exact_float64": exact,
         "points": len(qm.qparams), "from_model": sum(q.rule.startswith("from model") for q in qm.qparams.values()),
         "fallbacks": [list(map(str, f)) for f in qm.fallbacks],
         "verify_host": {"samples": n_verify, "ok": not bad, "tensors": sum(len(r.checks) for r in reports),
@@ -206,6 +225,32 @@ def run_one(w: Work, act: str, tmp: Path, n_verify: int) -> dict:
     }
     logger.info("%s %s: %s", w.name, act, json.dumps({k: rec[k] for k in ("within_1lsb", "equal", "metrics")}))
     return rec, qm
+
+
+def exact_agreement(w: Work, path: Path, qm, sess: dict, n: int) -> dict:
+    """Share of output elements equal / within 1 LSB of the float64 evaluation of the QDQ graph
+    (:class:`arq_bench.qdq_exact.Float64QDQ`), for tvm_arq and both onnxruntime sessions, first ``n`` inputs."""
+    from arq_bench.qdq_exact import Float64QDQ
+
+    if n <= 0:
+        return {}
+    ev = Float64QDQ(str(path))
+    scale = output_scale(path) or 1.0
+    runs = {"tvm_arq": lambda x: np.asarray(qm.run(x), np.float64),
+            **{k: (lambda x, s=s: s.run(None, {w.input_name: x})[0].astype(np.float64)) for k, s in sess.items()}}
+    within = dict.fromkeys(runs, 0)
+    equal = dict.fromkeys(runs, 0)
+    total = 0
+    for i in range(min(n, len(w.inputs))):
+        x = w.inputs[i : i + 1]
+        ref = np.asarray(ev.run(x)[0], np.float64)
+        total += ref.size
+        for k, f in runs.items():
+            d = np.abs(f(x) - ref) / scale
+            within[k] += int((d <= 1.0 + 1e-3).sum())
+            equal[k] += int((d <= 1e-3).sum())
+    return {"samples": min(n, len(w.inputs)), "within_1lsb": {k: v / total for k, v in within.items()},
+            "equal": {k: v / total for k, v in equal.items()}}
 
 
 def boards(w: Work, act: str, tmp: Path, names: Sequence[str]) -> dict:
@@ -344,29 +389,43 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
         "onnxruntime's default session (fused integer kernels). Within 1 LSB / equal: share of output elements "
         "whose difference is <= 1 (resp. 0) output quantization steps. Host: AMD EPYC Zen3 (AVX2, no VNNI).",
         "",
+        "`float64`: the same QDQ graph evaluated in float64 (`arq_bench/qdq_exact.py`: onnx's reference "
+        "evaluator, dequantize / ops / quantize in float64, round half to even): the exact value of the model's "
+        "arithmetic, computed on the first `n64` inputs; its columns say how close each engine is to what the model "
+        "means. Rows `nncf`: the model quantized by NNCF instead (when installed).",
+        "",
         "| model | act | n | within 1 LSB vs ort-ref | equal vs ort-ref | within 1 LSB vs ort | max LSB vs ort |"
-        " ort vs ort-ref within 1 LSB | task metrics | bit-exact host (tensors) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " ort vs ort-ref within 1 LSB | n64 | within 1 LSB vs float64: tvm_arq / ort-ref / ort | task metrics |"
+        " bit-exact host (tensors) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['act']} | - | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['model']} | {r['act']} | - | error: {r['error']} | | | | | | | | |")
             continue
         m = "; ".join(f"{k} {pct(v)}" for k, v in r["metrics"].items())
         v = r["verify_host"]
+        ex = r.get("exact_float64") or {}
+        exs = " / ".join(pct(ex["within_1lsb"][k]) for k in ("tvm_arq", "ort-ref", "ort")) if ex else "-"
         lines.append(f"| {r['model']} | {r['act']} | {r['n_eval']} | {pct(r['within_1lsb']['ort-ref'])} | "
                      f"{pct(r['equal']['ort-ref'])} | {pct(r['within_1lsb']['ort'])} | {r['max_lsb']['ort']:.0f} | "
-                     f"{pct(r['ort_vs_ort_ref_within_1lsb'])} | "
+                     f"{pct(r['ort_vs_ort_ref_within_1lsb'])} | {ex.get('samples', '-')} | {exs} | "
                      f"{m} | {'yes' if v['ok'] else 'NO'} ({v['tensors']}, {v['samples']} sample(s)) |")
     ok = [f"{r['model']}/{r['act']}" for r in records if "error" not in r and r["within_1lsb"]["ort-ref"] >= 0.999]
     short = [f"{r['model']}/{r['act']} {pct(r['within_1lsb']['ort-ref'])} %" for r in records
              if "error" not in r and r["within_1lsb"]["ort-ref"] < 0.999]
-    lines += ["", f"Target >= 99.9 % of output elements within 1 LSB of ort-ref: met by {', '.join(ok) or 'none'}; "
-              f"not met end to end by {', '.join(short) or 'none'}. On identical inputs every measured layer is within "
-              "1 LSB (single-layer table); the end-to-end gap is rare float32-vs-integer rounding flips amplified "
-              "through the depth of the network (see below). Top-1 agreement with ort-ref is 100 % on every "
-              "classifier and the YOLOX detections agree at AP50 ~0.99; every program is bit-exact against "
-              "tvm_arq's reference on the host and the boards."]
+    good = [r for r in records if "error" not in r]
+    closer = [f"{r['model']}/{r['act']}" for r in good if r.get("exact_float64")
+              and r["exact_float64"]["within_1lsb"]["tvm_arq"] >= r["exact_float64"]["within_1lsb"]["ort-ref"]]
+    lines += ["", "Target >= 99.9 % of output elements within 1 LSB of onnxruntime (ort-ref): met by "
+              f"{', '.join(ok) or 'none'}; not met end to end by {', '.join(short) or 'none'}. "
+              "tvm_arq is at least as close to the float64 value of the model as onnxruntime's own reference "
+              f"session on {', '.join(closer) or 'none'} (columns `float64`). On identical inputs every measured "
+              "layer is within 1 LSB (single-layer table); end to end, rare rounding-boundary flips (a value "
+              "within float32 rounding of a .5 boundary, which float32 and exact arithmetic round differently) "
+              "are amplified by the layers whose output grid is finer than their input's (a sigmoid whose output "
+              "step is 1/255 turns a 1-LSB input flip into up to ~7 LSB): the float32 and float64 evaluations of "
+              "the same graph disagree as much as tvm_arq and onnxruntime do."]
     lines += ["", "## Emulated boards (bit-exact against the reference, every integer tensor, one sample)", "",
               "| model | act | board | target | bit-exact | tensors | seconds |", "|---|---|---|---|---|---|---|"]
     for r in records:
@@ -395,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--acts", nargs="+", default=list(ACTS), choices=ACTS)
     ap.add_argument("--n", type=int, default=None, help="evaluation inputs per model (default: per model)")
     ap.add_argument("--calib", type=int, default=16)
+    ap.add_argument("--exact", type=int, default=None,
+                    help="inputs also evaluated in float64 (default: per model, DEFAULT_EXACT)")
     ap.add_argument("--verify", type=int, default=1, help="samples for the host bit-exact check")
     ap.add_argument("--boards", nargs="*", default=["mnist"], help="models checked on the emulated boards")
     ap.add_argument("--local", nargs="*", default=["efficientnet", "yolox"],
@@ -408,13 +469,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("tvm_arq", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logger.setLevel(logging.INFO)
-    default_n = {"mnist": 500, "ppocr_cls": 200, "efficientnet": 60, "yolox": 20}
     try:
-        import nncf  # noqa: F401
+        import nncf
 
-        nncf_note = "installed but not run by this script"
+        nncf_note = f"NNCF {nncf.__version__} (`pip install nncf`), `nncf.quantize` with its defaults: rows `nncf`"
+        acts = [*args.acts, "nncf"]
     except ImportError:
-        nncf_note = "not installed here (not tried: onnxruntime quantize_static only)"
+        nncf_note = "not installed (`pip install nncf` adds the `nncf` rows)"
+        acts = list(args.acts)
     cmd = "python scripts/bench_qdq.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records = []
     out = Path(args.out)
@@ -424,10 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench_qdq_") as tmp:
         for name in args.models:
-            w = load(name, args.n or default_n[name], args.calib)
-            for act in args.acts:
+            w = load(name, args.n or DEFAULT_N[name], args.calib)
+            for act in acts:
                 try:
-                    rec, _ = run_one(w, act, Path(tmp), args.verify)
+                    n_exact = DEFAULT_EXACT[name] if args.exact is None else args.exact
+                    rec, _ = run_one(w, act, Path(tmp), args.verify, n_exact)
                     if name in args.local and act == args.acts[0]:
                         rec["local"] = local_layers(w, Path(tmp) / f"{name}_qdq_{act}.onnx", args.local_k)
                     if name in args.boards and act == args.acts[0]:

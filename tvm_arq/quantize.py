@@ -498,7 +498,14 @@ def quantize_fixed(mod: tvm.IRModule, table, config: QuantConfig, act_dtype: str
     mod = recognize_blocks(mod)
     plan, qparams, weights = plan_fixed(mod, table, act_dtype, config.skip_ops, config.exclude)
     if not plan.points:
-        raise ValueError("nothing to quantize: the model quantizes no op that tvm_arq implements in integer")
+        kept = [f"{name} ({op}): {reason}" for name, op, reason in plan.fallbacks[:4]]
+        raise ValueError(
+            "nothing to quantize: the model quantizes no op that tvm_arq implements in integer; an integer op "
+            "needs the model to state its inputs', weights' and output's parameters (QuantizeLinear on its "
+            "output), and a model that quantizes only op inputs (NNCF's ONNX format) leaves every output in "
+            f"float. Kept in float: {'; '.join(kept) or 'every op'}"
+            f"{' ...' if len(plan.fallbacks) > 4 else ''}. Give calibration data (and a scheme) to re-quantize "
+            "the model with tvm_arq's own parameters")
     qdq = AnnotateQuantization(plan, qparams, None, weights)(mod)
     int_mod = RealizeInteger(plan)(qdq)
     return QuantizationResult(mod, plan, qparams, qdq, int_mod)
