@@ -196,7 +196,6 @@ def _int16(m: onnx.ModelProto) -> None:
     ("zp range", _zp_300, r"r1_\w+Linear.*zero point \[300\] is out of range for uint8"),
     ("axis", lambda m: _weight_dq(m).attribute[0].CopyFrom(helper.make_attribute("axis", 7)),
      r"w1_DequantizeLinear.*axis 7 is out of range for a tensor of rank 4"),
-    ("weight zp", lambda m: _set(m, "w1_zero_point", np.full(8, 3)), r"w1_DequantizeLinear.*asymmetric"),
     ("dynamic weight", _dynamic_weight, r"w1_DequantizeLinear.*weight of Conv node 'conv1'.*non-constant"),
     ("int16", _int16, r"r1_\w+Linear.*int16 quantization is not supported; supported: 8-bit"),
 ])
@@ -204,6 +203,30 @@ def test_bad_qdq_inputs_name_the_node(models, case, edit, match):
     m = _edit(models["uint8"], edit)
     with pytest.raises(QDQError, match=match):
         tvm_arq.from_onnx(m)
+
+
+def _per_axis_r1(m: onnx.ModelProto) -> None:
+    _set(m, "r1_scale", np.full(8, 0.05))
+    _set(m, "r1_zero_point", np.zeros(8))
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] == "r1_scale":
+            n.attribute.append(helper.make_attribute("axis", 1))
+
+
+@pytest.mark.parametrize("case, edit, match", [
+    ("per-axis activation", _per_axis_r1, r"r1_QuantizeLinear.*per-axis activation quantization is not supported"),
+    ("weight zp", lambda m: _set(m, "w1_zero_point", np.full(8, 3)), r"w1_DequantizeLinear.*asymmetric"),
+])
+def test_valid_but_unsupported_quantization_needs_calibration(models, case, edit, match):
+    """Valid quantization the integer kernels cannot take as it is (NNCF's per-channel activations, asymmetric
+    weights): the import succeeds (the float graph is exact), building with the model's own parameters is a
+    clear error naming the node, and with calibration data the model is re-quantized our way."""
+    mod, params = tvm_arq.from_onnx(_edit(models["tiny"], edit))
+    with pytest.raises(QDQError, match=match + r".*Give calibration data"):
+        tvm_arq.build(mod, params, "host", progress=False)
+    if case == "per-axis activation":
+        qm = tvm_arq.build(mod, params, "host", calibration=_samples(3, 5), scheme="symmetric", progress=False)
+        assert not any(q.rule.startswith("from model") for q in qm.qparams.values())
 
 
 def test_blocked_quantization_is_refused(models):

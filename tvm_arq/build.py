@@ -131,6 +131,7 @@ def build(
         if accuracy is not None:
             raise ValueError("an accuracy budget needs calibration data (the pre-quantized model's parameters are "
                              "used as they are without it)")
+        table.check_supported()
         res = quantize_fixed(fmod, table, config, act_dtype)
         ex = compile_for(res.int_mod, info, tuning)
         return QuantizedModel(ir=res.int_mod, qdq=res.qdq_mod, qparams=res.qparams, plan=res.plan, target=info,

@@ -152,6 +152,9 @@ def from_onnx(
     table = None
     if is_quantized(proto):
         proto, table = strip_qdq(proto)
+        if table.unsupported:
+            logger.warning("%s: the model's own quantization parameters cannot be used as they are (%s); "
+                           "build it with calibration data to re-quantize it", name, table.unsupported[0])
     simplified, shapes = simplify_proto(proto, name, shape, max_fold_bytes)
     prepared = _prepare_for_tvm(simplified)
 
@@ -248,7 +251,7 @@ def _rekey(table: ModelQuant, model: onnx.ModelProto, input_vars: list[str]) -> 
         for i, o in enumerate(node.output):
             if o:
                 where[o] = label if i == 0 else f"{label}{LAYER_SEP}out{i}"
-    out = ModelQuant(source=table.source)
+    out = ModelQuant(source=table.source, unsupported=list(table.unsupported))
     lost = []
     for t, act in table.activations.items():
         if t in where:

@@ -79,18 +79,30 @@ class ModelQuant:
     activations: dict[str, ActQuant] = field(default_factory=dict)
     weights: dict[str, WeightQuant] = field(default_factory=dict)
     source: str = "QDQ"
+    #: valid quantization the integer kernels cannot reproduce (per-axis activations, asymmetric weights): the
+    #: float graph is still exact, so the model can be re-quantized with calibration data; building it with
+    #: the model's own parameters raises :class:`QDQError` with these messages
+    unsupported: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"source": self.source,
                            "activations": {k: vars(v) for k, v in self.activations.items()},
-                           "weights": {k: {**vars(v), "scales": list(v.scales)} for k, v in self.weights.items()}})
+                           "weights": {k: {**vars(v), "scales": list(v.scales)} for k, v in self.weights.items()},
+                           "unsupported": self.unsupported})
 
     @classmethod
     def from_json(cls, text: str) -> ModelQuant:
         d = json.loads(text)
         return cls({k: ActQuant(**v) for k, v in d["activations"].items()},
                    {k: WeightQuant(**{**v, "scales": tuple(v["scales"])}) for k, v in d["weights"].items()},
-                   d.get("source", "QDQ"))
+                   d.get("source", "QDQ"), list(d.get("unsupported", [])))
+
+    def check_supported(self) -> None:
+        """Raise :class:`QDQError` if the model's own parameters cannot be used as they are."""
+        if self.unsupported:
+            more = f" (and {len(self.unsupported) - 1} more)" if len(self.unsupported) > 1 else ""
+            raise QDQError(f"{self.unsupported[0]}{more}. Give calibration data to re-quantize the model with "
+                           "tvm_arq's own parameters (its float graph is exact)")
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
@@ -207,9 +219,11 @@ def _fold_constant_dq(g: _Graph, node: onnx.NodeProto, q: np.ndarray, shapes: di
     if not weight_of:
         return value  # a bias (int32) or another constant: folded to float
     if dtype != "int8" or np.any(zp != 0):
-        raise QDQError(f"{who}: weights of {', '.join(repr(_label(c)) for c in weight_of)} are {dtype} with zero "
-                       f"point(s) {np.unique(zp)[:4].tolist()}: asymmetric or unsigned weights are not supported "
-                       f"(re-quantize with symmetric int8 weights, e.g. weight_type=QInt8); {SUPPORTED}")
+        table.unsupported.append(
+            f"{who}: weights of {', '.join(repr(_label(c)) for c in weight_of)} are {dtype} with zero "
+            f"point(s) {np.unique(zp)[:4].tolist()}: asymmetric or unsigned weights are not supported "
+            f"(re-quantize with symmetric int8 weights, e.g. weight_type=QInt8); {SUPPORTED}")
+        return value
     for c in weight_of:
         if scale.size > 1 and axis != _weight_axis(c, q.ndim):
             raise QDQError(f"{who}: per-axis weight scales along axis {axis}, but the output channels of "
@@ -284,8 +298,11 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ModelQuant]:
         scale, zp, dtype, _ = _qparams(g, node, _rank(g, shapes, src))
         qs, qz, qdt, _ = _qparams(g, prod, _rank(g, shapes, prod.input[0]))
         if scale.size > 1 or qs.size > 1:
-            raise QDQError(f"QuantizeLinear node {_label(prod)!r}: per-axis activation quantization is not "
-                           f"supported; {SUPPORTED}")
+            table.unsupported.append(f"QuantizeLinear node {_label(prod)!r}: per-axis activation quantization is "
+                                     f"not supported; {SUPPORTED}")
+            rename[node.output[0]] = prod.input[0]
+            drop.add(idx)
+            continue
         if dtype not in ACT_DTYPES or qdt not in ACT_DTYPES:
             raise QDQError(f"QuantizeLinear node {_label(prod)!r}: {qdt} activations are not supported; {SUPPORTED}")
         if np.float32(scale.item()) != np.float32(qs.item()) or int(zp.item()) != int(qz.item()) or dtype != qdt:
