@@ -149,3 +149,38 @@ def test_cli_sensitivity(model, tmp_path, capsys):
     rc = main(["sensitivity", str(onnx_path), "--calibration", str(npy), "--exclude", "conv_3"])
     err = capsys.readouterr().err
     assert rc == 1 and "'conv3'" in err
+
+
+def test_fake_quantized_ranking_agrees_with_the_integer_one(model):
+    """The switchable fake-quantized evaluator (one compiled module for every variant) ranks like the exact
+    integer one and its errors are close to the integer programs' errors."""
+    mod, params, cal, _ = model
+    exact = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="integer")
+    fake = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="fake")
+    assert exact.config["evaluator"] == "integer" and fake.config["evaluator"] == "fake"
+    assert fake.layers[0].name == exact.layers[0].name == "bad_conv"
+    assert fake.full_error == pytest.approx(exact.full_error, rel=0.05)
+    by_name = {e.name: e for e in exact.layers}
+    for e in fake.layers:
+        assert e.alone_error == pytest.approx(by_name[e.name].alone_error, rel=0.2, abs=1e-3)
+        assert e.left_out_error == pytest.approx(by_name[e.name].left_out_error, rel=0.2, abs=1e-3)
+
+
+def test_switches_turn_fake_quantization_on_and_off(model):
+    """AnnotateQuantization with switches: all off is the float model, all on is the fake-quantized module."""
+    from tvm_arq.passes import AnnotateQuantization
+    from tvm_arq.passes.annotate import Switches
+    from tvm_arq.sensitivity import layer_units
+
+    mod, params, cal, _ = model
+    fmod = prepare_module(mod, params)
+    res = quantize_module(fmod, cal, tvm_arq.QuantConfig(bias_correction=False), "int8", progress=False)
+    units = layer_units(res.plan)
+    sw = Switches(points={p: len(units) + i for i, p in enumerate(res.plan.points)},
+                  weights={lay: i for i, (_, lays, _) in enumerate(units) for lay in lays})
+    switched = compile_host(AnnotateQuantization(res.plan, res.qparams, switches=sw)(res.float_mod))
+    plain, fp32 = compile_host(res.qdq_mod), compile_host(fmod)
+    x = tvm.runtime.tensor(cal[0])
+    for value, want in ((0.0, fp32["main"](x)), (1.0, plain["main"](x))):
+        got = switched["main"](x, tvm.runtime.tensor(np.full(sw.size, value, np.float32)))
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

@@ -24,9 +24,11 @@ reference runs.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,18 +37,29 @@ from typing import Any
 
 import numpy as np
 import tvm
+from tvm import relax
 
 from .config import QuantConfig, Scheme
 from .frontend.naming import layer_of
 from .frontend.params import prepare_module
+from .ops.irutil import bindings_of
 from .ops.reference import ReferenceInterpreter
 from .passes import AnnotateQuantization, RealizeInteger
 from .passes.analysis import QuantPlan, Role, plan_quantization, recognize_blocks
-from .quantize import ChannelMean, OutlierClip, calibrate, input_specs, normalize_sample, select_qparams
+from .passes.annotate import Switches
+from .quantize import (
+    ChannelMean,
+    OutlierClip,
+    calibrate,
+    compile_host,
+    input_specs,
+    normalize_sample,
+    select_qparams,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LayerSensitivity", "SensitivityResult", "layer_units", "sensitivity"]
+__all__ = ["Evaluator", "LayerSensitivity", "SensitivityResult", "layer_units", "sensitivity"]
 
 _UNIT_ROLES = (Role.ANCHOR, Role.ADD, Role.CONCAT, Role.LUT, Role.MUL, Role.MATMUL, Role.SOFTMAX)
 
@@ -246,9 +259,28 @@ def _rel_error(outs: Sequence[list[np.ndarray]], refs: Sequence[list[np.ndarray]
     return num / den if den > 0 else (0.0 if num == 0 else math.inf)
 
 
+class Evaluator(str, enum.Enum):
+    """How :func:`sensitivity` scores its variants.
+
+    - ``INTEGER``: each variant's integer program on the numpy reference interpreter: the exact errors of
+      what ``build`` would produce (slow on large models: ``2 * layers + 1`` programs).
+    - ``FAKE``: one fake-quantized float module with run-time switches per quantization point and per
+      layer's weights (:class:`~tvm_arq.passes.annotate.Switches`), compiled once for the host; a variant is
+      a switch vector. The errors are those of fake quantization (no integer arithmetic, each point with
+      the fully quantized plan's parameters): a ranking, not the built program's exact error.
+    - ``AUTO``: ``INTEGER`` when its estimated time (the full variant timed on one sample, times the
+      number of runs) stays under ``max_integer_seconds``, else ``FAKE``.
+    """
+
+    AUTO = "auto"
+    INTEGER = "integer"
+    FAKE = "fake"
+
+
 def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, calibration: Iterable, *,
                 config: QuantConfig | None = None, act_dtype: str = "int8", samples: int = 8,
-                progress: bool = False) -> SensitivityResult:
+                progress: bool = False, evaluator: Evaluator | str = Evaluator.AUTO,
+                max_integer_seconds: float = 120.0) -> SensitivityResult:
     """Rank the quantizable layers of a float model by their contribution to the output error.
 
     Parameters
@@ -268,6 +300,8 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         Number of samples the variants are evaluated on.
     progress
         Show a progress bar while calibrating.
+    evaluator, max_integer_seconds
+        See :class:`Evaluator`; the one used is ``result.config["evaluator"]``.
 
     Returns
     -------
@@ -275,6 +309,7 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         ``.table()``, ``.to_dict()`` / ``.save_json()``, ``.plot()``.
     """
     config = config or QuantConfig()
+    evaluator = Evaluator(evaluator)
     if config.scheme is Scheme.FLOAT:
         raise ValueError("sensitivity needs a quantized scheme, not 'float'")
     if samples < 1:
@@ -288,20 +323,15 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         raise ValueError("nothing to quantize: the model has no quantizable layer")
     all_layers = [lay for _, lays, _ in units for lay in lays]
     variants: dict[str, QuantPlan] = {"full": base}
-    with _quiet("tvm_arq.passes.analysis"):
-        for name, lays, _ in units:
-            others = tuple(lay for lay in all_layers if lay not in lays)
-            variants[f"alone:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + others,
-                                                          int16=config.int16)
-            variants[f"out:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + lays,
-                                                        int16=config.int16)
-    union: list[str] = []
-    seen: set[str] = set()
-    for plan in variants.values():
-        for p in plan.points:
-            if p not in seen:
-                seen.add(p)
-                union.append(p)
+    if evaluator is not Evaluator.FAKE:
+        with _quiet("tvm_arq.passes.analysis"):
+            for name, lays, _ in units:
+                others = tuple(lay for lay in all_layers if lay not in lays)
+                variants[f"alone:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + others,
+                                                              int16=config.int16)
+                variants[f"out:{name}"] = plan_quantization(fmod, config.skip_ops, config.exclude + lays,
+                                                            int16=config.int16)
+    union = list(dict.fromkeys(p for plan in variants.values() for p in plan.points))
     cal_plan = dataclasses.replace(base, points=union)
     means: dict[str, ChannelMean] | None = {} if config.bias_correction else None
     outliers: dict[str, OutlierClip] = {}
@@ -315,6 +345,34 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
                           on_output=keep_output)
     inputs = [normalize_sample(s, specs, i) for i, s in enumerate(data[:samples])]
     mean_values = {k: m.mean for k, m in (means or {}).items()}
+    runs = 2 * len(units) + 1
+    if evaluator is Evaluator.FAKE:
+        errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs)
+    else:
+        errors = _integer_errors(fmod, variants, observers, config, act_dtype, outliers, mean_values, inputs, refs,
+                                 None if evaluator is Evaluator.INTEGER else max_integer_seconds / runs)
+        if errors is None:
+            logger.info("sensitivity: %d integer programs would take longer than %.0f s on the reference "
+                        "interpreter; ranking with one switchable fake-quantized module instead", runs,
+                        max_integer_seconds)
+            evaluator = Evaluator.FAKE
+            errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs)
+        else:
+            evaluator = Evaluator.INTEGER
+    full = errors["full"]
+    entries = [LayerSensitivity(name, lays, desc, errors[f"alone:{name}"], errors[f"out:{name}"],
+                                full - errors[f"out:{name}"]) for name, lays, desc in units]
+    entries.sort(key=lambda e: (-e.gain, -e.alone_error))
+    cfg = {"scheme": config.scheme.value, "calibrator": config.calibrator.value, "act_dtype": act_dtype,
+           "exclude": list(config.exclude), "skip_ops": list(config.skip_ops), "evaluator": evaluator.value}
+    return SensitivityResult(tuple(entries), full, len(inputs), cfg)
+
+
+def _integer_errors(fmod: tvm.IRModule, variants: Mapping[str, QuantPlan], observers, config: QuantConfig,
+                    act_dtype: str, outliers, mean_values, inputs, refs, max_seconds_per_variant: float | None
+                    ) -> dict[str, float] | None:
+    """Errors of every variant's integer program on the reference interpreter; ``None`` if the full variant's
+    first sample shows that one variant would take longer than ``max_seconds_per_variant``."""
     float_cache: dict = {}
     errors: dict[str, float] = {}
     for key, plan in variants.items():
@@ -327,13 +385,65 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         with _quiet("tvm_arq.ops") if key != "full" else _quiet(""):
             int_mod = RealizeInteger(plan)(qdq)
         interp = ReferenceInterpreter(int_mod, float_cache=float_cache)
-        outs = [_flatten(interp.run(*x)) for x in inputs]
+        outs = []
+        for i, x in enumerate(inputs):
+            t0 = time.perf_counter()
+            outs.append(_flatten(interp.run(*x)))
+            if key == "full" and i == 0 and max_seconds_per_variant is not None and \
+                    (time.perf_counter() - t0) * len(inputs) > max_seconds_per_variant:
+                return None
         errors[key] = _rel_error(outs, refs)
         logger.debug("sensitivity variant %s: relative error %.4g", key, errors[key])
-    full = errors["full"]
-    entries = [LayerSensitivity(name, lays, desc, errors[f"alone:{name}"], errors[f"out:{name}"],
-                                full - errors[f"out:{name}"]) for name, lays, desc in units]
-    entries.sort(key=lambda e: (-e.gain, -e.alone_error))
-    cfg = {"scheme": config.scheme.value, "calibrator": config.calibrator.value, "act_dtype": act_dtype,
-           "exclude": list(config.exclude), "skip_ops": list(config.skip_ops)}
-    return SensitivityResult(tuple(entries), full, len(inputs), cfg)
+    return errors
+
+
+def _fake_errors(fmod: tvm.IRModule, base: QuantPlan, units, observers, config: QuantConfig, act_dtype: str,
+                 outliers, mean_values, inputs) -> dict[str, float]:
+    """Errors of every variant on one compiled fake-quantized module with run-time switches."""
+    unit_of = {lay: i for i, (_, lays, _) in enumerate(units) for lay in lays}
+    points = {p: len(units) + i for i, p in enumerate(base.points)}
+    switches = Switches(points=points, weights={lay: i for lay, i in unit_of.items()})
+    # which units touch each point (its producer's and its readers' layers)
+    adjacent: dict[str, set[int]] = {p: set() for p in base.points}
+    for b in bindings_of(fmod["main"]):
+        u = unit_of.get(layer_of(b.name))
+        if u is None:
+            continue
+        for v in (b.name, *(a.name for a in _var_args(b.value))):
+            p = base.qsource.get(v)
+            if p in adjacent:
+                adjacent[p].add(u)
+    qparams = select_qparams(base, observers, config, act_dtype, outliers)
+    with _quiet("tvm_arq.passes"):
+        qdq = AnnotateQuantization(base, qparams, mean_values, switches=switches)(fmod)
+    vm = compile_host(qdq)
+
+    def run(on: set[int], alone: bool) -> list[list[np.ndarray]]:
+        v = np.zeros(switches.size, np.float32)
+        for u in on:
+            v[u] = 1.0
+        for p, i in points.items():
+            v[i] = 1.0 if (adjacent[p] & on or (not adjacent[p] and not alone)) else 0.0
+        flags = tvm.runtime.tensor(v)
+        return [_flatten(vm["main"](*[tvm.runtime.tensor(a) for a in x], flags)) for x in inputs]
+
+    every = set(range(len(units)))
+    refs = run(set(), True)
+    errors = {"full": _rel_error(run(every, False), refs)}
+    for i, (name, _, _) in enumerate(units):
+        errors[f"alone:{name}"] = _rel_error(run({i}, True), refs)
+        errors[f"out:{name}"] = _rel_error(run(every - {i}, False), refs)
+    return errors
+
+
+def _var_args(value: Any) -> list[relax.Var]:
+    args = getattr(value, "args", None) or getattr(value, "fields", None) or []
+    out = []
+    for a in args:
+        if isinstance(a, relax.Var):
+            out.append(a)
+        elif isinstance(a, relax.Tuple):
+            out.extend(f for f in a.fields if isinstance(f, relax.Var))
+    if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+        out.append(value.tuple_value)
+    return out
