@@ -59,7 +59,8 @@ def build(name: str, scheme: str, n_calib: int, work_dir: str | None, trials: in
     if work_dir:
         from tvm_arq.tune import TuneConfig
 
-        tuning = TuneConfig(trials=max(1, trials), work_dir=work_dir, num_threads=threads, progress=False)
+        tuning = TuneConfig(trials=max(1, trials), work_dir=work_dir, num_threads=threads, trials_per_iter=4,
+                            progress=False)
     model = tvm_arq.build(mod, params, "host", calibration=w.calibration, scheme=scheme, tuning=tuning,
                           progress=False)
     return w, model
@@ -71,7 +72,7 @@ def render(name: str, prof, meta: dict, top: int) -> str:  # noqa: ANN001 - tvm_
              f"Command: `{meta['command']}`", "",
              f"Machine: {meta['machine']}; {meta['threads']} TVM threads; load average at start "
              f"{meta['loadavg_start']}, at end {meta['loadavg_end']} (shared machine: absolute times are noisy). "
-             f"{prof.method}.", "",
+             f"{prof.method[:1].upper()}{prof.method[1:]}.", "",
              f"End to end **{prof.end_to_end_us / 1e3:.3f} ms**; sum of the {len(prof.kernels)} kernels "
              f"{prof.kernels_us / 1e3:.3f} ms ({prof.macs / 1e6:.1f} MMAC counted, "
              f"{prof.macs / prof.kernels_us / 1e3:.1f} GMAC/s); overhead (end to end - kernels) "

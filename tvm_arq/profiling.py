@@ -168,6 +168,7 @@ class Profile:
         return dict(sorted(out.items(), key=lambda kv: (-kv[1]["us"], order.get(kv[0], 99))))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): the fields, ``macs`` and :meth:`by_category`."""
         d = asdict(self)
         d["kernels"] = [{**asdict(k), "shapes": [list(s) for s in k.shapes]} for k in self.kernels]
         d["macs"] = self.macs
@@ -175,6 +176,7 @@ class Profile:
         return d
 
     def to_json(self, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def to_text(self, top: int | None = 20) -> str:
