@@ -67,6 +67,8 @@ def test_host_profile_every_kernel_shares_and_macs(tiny):
     assert by_cat["conv"].gmacs == pytest.approx(CONV_MACS / by_cat["conv"].us / 1e3)
     assert prof.end_to_end_us > 0
     assert prof.overhead_us == pytest.approx(prof.end_to_end_us - prof.kernels_us)
+    assert prof.overhead_min_us == pytest.approx(prof.end_to_end_min_us - prof.kernels_min_us)
+    assert all(0 < k.us_min <= k.us * (1 + 1e-9) for k in prof.kernels)
     assert sum(r["share"] for r in prof.by_category().values()) == pytest.approx(1.0)
     data = json.loads(prof.to_json())
     assert len(data["kernels"]) == len(prof.kernels) and data["macs"] == prof.macs

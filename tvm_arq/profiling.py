@@ -83,6 +83,8 @@ class KernelTime:
         Mean time of one call over the repeats, in microseconds.
     us
         ``calls * us_per_call``: its time per inference.
+    us_min
+        ``calls *`` the fastest measurement of one call (robust to load on a shared machine).
     share
         ``us`` over the sum of all kernels' ``us``.
     macs
@@ -99,6 +101,7 @@ class KernelTime:
     calls: int
     us_per_call: float
     us: float
+    us_min: float
     share: float
     macs: int | None
     gmacs: float | None
@@ -127,6 +130,8 @@ class Profile:
     overhead_us
         ``end_to_end_us - kernels_us``: dispatch, allocation, thread-pool wake-ups, cold caches (negative
         when the kernels run slower in isolation than inside the network, e.g. under load).
+    end_to_end_min_us, kernels_min_us, overhead_min_us
+        The same from the fastest measurement of each (less sensitive to other jobs on the machine).
     device
         ``"host"`` or ``"board HOST:PORT"``.
     target
@@ -141,6 +146,9 @@ class Profile:
     end_to_end_us: float
     kernels_us: float
     overhead_us: float
+    end_to_end_min_us: float
+    kernels_min_us: float
+    overhead_min_us: float
     device: str
     target: str
     repeat: int
@@ -200,7 +208,9 @@ class Profile:
         gm = self.macs / self.kernels_us / 1e3 if self.macs and self.kernels_us > 0 else 0.0
         lines.append(f"end to end {self.end_to_end_us:.1f} us; sum of kernels {self.kernels_us:.1f} us "
                      f"({self.macs / 1e6:.1f} MMAC, {gm:.1f} GMAC/s); overhead (end to end - kernels) "
-                     f"{self.overhead_us:.1f} us ({self.overhead_us / self.end_to_end_us:.1%})"
+                     f"{self.overhead_us:.1f} us ({self.overhead_us / self.end_to_end_us:.1%}); fastest "
+                     f"measurements: end to end {self.end_to_end_min_us:.1f} us, kernels {self.kernels_min_us:.1f} us, "
+                     f"overhead {self.overhead_min_us:.1f} us"
                      if self.end_to_end_us > 0 else "end to end: not measured")
         return "\n".join(lines)
 
@@ -347,10 +357,12 @@ def record_calls(vm: Any, inputs: Sequence[Any], on_first_call: Callable[[str, A
     return [KernelCall(n, first[n], calls[n]) for n in order]
 
 
-def assemble(calls: Sequence[KernelCall], times_us: Mapping[str, float], end_to_end_us: float, *, device: str,
+def assemble(calls: Sequence[KernelCall], times_us: Mapping[str, tuple[float, float]],
+             end_to_end_us: tuple[float, float], *, device: str,
              target: str, repeat: int, min_repeat_ms: int, method: str,
              params: Mapping[str, Mapping[str, Any]] | None = None) -> Profile:
-    """A :class:`Profile` from the recorded calls, each kernel's mean time per call and the end-to-end time."""
+    """A :class:`Profile` from the recorded calls, each kernel's (mean, fastest) time per call and the same of
+    the whole model."""
     rows = []
     for c in calls:
         if c.name not in times_us:
@@ -360,20 +372,23 @@ def assemble(calls: Sequence[KernelCall], times_us: Mapping[str, float], end_to_
         shapes = tuple(tuple(int(d) for d in a.shape) for a in c.args)
         one = kernel_macs(op, shapes, (params or {}).get(c.name))
         macs = None if one is None else one * c.calls
-        rows.append((c, op, shapes, macs, float(times_us[c.name])))
-    total = sum(t * c.calls for c, _, _, _, t in rows)
+        rows.append((c, op, shapes, macs, *map(float, times_us[c.name])))
+    total = sum(t * c.calls for c, _, _, _, t, _ in rows)
+    total_min = sum(t * c.calls for c, _, _, _, _, t in rows)
     kernels = []
-    for c, op, shapes, macs, t in rows:
+    for c, op, shapes, macs, t, t_min in rows:
         us = t * c.calls
         kernels.append(KernelTime(
             name=c.name, op=op, category=kernel_category(op, shapes), shapes=shapes,
-            dtypes=tuple(str(a.dtype) for a in c.args), calls=c.calls, us_per_call=t, us=us,
+            dtypes=tuple(str(a.dtype) for a in c.args), calls=c.calls, us_per_call=t, us=us, us_min=t_min * c.calls,
             share=us / total if total > 0 else 0.0, macs=macs,
             gmacs=(macs / us / 1e3) if macs and us > 0 else None,
         ))
     kernels.sort(key=lambda k: -k.us)
-    return Profile(kernels=tuple(kernels), end_to_end_us=float(end_to_end_us), kernels_us=total,
-                   overhead_us=float(end_to_end_us) - total, device=device, target=target, repeat=repeat,
+    e2e, e2e_min = map(float, end_to_end_us)
+    return Profile(kernels=tuple(kernels), end_to_end_us=e2e, kernels_us=total, overhead_us=e2e - total,
+                   end_to_end_min_us=e2e_min, kernels_min_us=total_min, overhead_min_us=e2e_min - total_min,
+                   device=device, target=target, repeat=repeat,
                    min_repeat_ms=min_repeat_ms, method=method)
 
 
@@ -402,10 +417,12 @@ def find_kernel_module(root: Any, symbol: str) -> Any | None:
     return None
 
 
-def time_kernel(module: Any, symbol: str, dev: Any, args: Sequence[Any], repeat: int, min_repeat_ms: int) -> float:
-    """Mean time of one call of ``module[symbol](*args)`` in microseconds (TVM's time evaluator)."""
+def time_kernel(module: Any, symbol: str, dev: Any, args: Sequence[Any], repeat: int,
+                min_repeat_ms: int) -> tuple[float, float]:
+    """Mean and fastest time of one call of ``module[symbol](*args)`` in microseconds (TVM's time evaluator)."""
     timer = module.time_evaluator(symbol, dev, number=1, repeat=repeat, min_repeat_ms=max(1, round(min_repeat_ms)))
-    return float(np.mean(timer(*args).results)) * 1e6
+    res = np.asarray(timer(*args).results) * 1e6
+    return float(res.mean()), float(res.min())
 
 
 def profile_executable(executable: Any, inputs: Sequence[np.ndarray], *, repeat: int = 10,
@@ -436,7 +453,7 @@ def profile_executable(executable: Any, inputs: Sequence[np.ndarray], *, repeat:
     dev = tvm.cpu()
     args = [tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
     root = getattr(executable, "mod", executable)
-    times: dict[str, float] = {}
+    times: dict[str, tuple[float, float]] = {}
 
     def time_it(symbol: str, func: Any, live: tuple) -> None:
         module = find_kernel_module(root, symbol)
@@ -444,11 +461,12 @@ def profile_executable(executable: Any, inputs: Sequence[np.ndarray], *, repeat:
             import time
 
             func(*live)
-            n = max(1, repeat)
-            t0 = time.perf_counter()
-            for _ in range(n):
+            runs = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
                 func(*live)
-            times[symbol] = (time.perf_counter() - t0) / n * 1e6
+                runs.append((time.perf_counter() - t0) * 1e6)
+            times[symbol] = (float(np.mean(runs)), float(np.min(runs)))
             return
         times[symbol] = time_kernel(module, symbol, dev, live, repeat, min_repeat_ms)
 
@@ -456,7 +474,8 @@ def profile_executable(executable: Any, inputs: Sequence[np.ndarray], *, repeat:
     calls = record_calls(vm, args, time_it)
     plain = relax.VirtualMachine(executable, dev)
     e2e = plain.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=max(1, round(min_repeat_ms)))(*args)
-    return assemble(calls, times, float(np.mean(e2e.results)) * 1e6, device="host", target=target, repeat=repeat,
+    res = np.asarray(e2e.results) * 1e6
+    return assemble(calls, times, (float(res.mean()), float(res.min())), device="host", target=target, repeat=repeat,
                     min_repeat_ms=min_repeat_ms, params=params,
                     method=f"each kernel timed alone on its arguments from a real run (TVM time evaluator, mean of "
                            f"{repeat} measurements of >= {min_repeat_ms:g} ms)")

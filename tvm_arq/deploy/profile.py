@@ -109,19 +109,20 @@ def profile_on_board(remote: Any, model: Any, inputs: Sequence[np.ndarray], *, r
 
         rlib = remote._call("uploading the kernel library", load)
     dev = remote.device
-    times: dict[str, float] = {}
+    times: dict[str, tuple[float, float]] = {}
     budget = remote.timeout * max(1.0, repeat / 10)
     for c in calls:
-        def go(c: KernelCall = c) -> float:
+        def go(c: KernelCall = c) -> tuple[float, float]:
             args = [tvm.runtime.tensor(a, dev) for a in c.args]
             return time_kernel(rlib, c.name, dev, args, repeat, min_repeat_ms)
 
         times[c.name] = remote._call(f"timing {c.name}", go, timeout=budget)
 
-    def whole() -> float:
+    def whole() -> tuple[float, float]:
         args = [tvm.runtime.tensor(a, dev) for a in arrays]
         timer = remote._vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=max(1, min_repeat_ms))
-        return float(np.mean(timer(*args).results)) * 1e6
+        res = np.asarray(timer(*args).results) * 1e6
+        return float(res.mean()), float(res.min())
 
     e2e = remote._call("timing the model", whole, timeout=budget)
     method = (f"each kernel timed alone on the board (remote TVM time evaluator, mean of {repeat} measurements of "
