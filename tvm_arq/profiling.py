@@ -53,7 +53,8 @@ _FLOAT_WORDS = ("conv", "matmul", "dense", "add", "multiply", "divide", "subtrac
 
 @dataclass(frozen=True)
 class KernelCall:
-    """One kernel of a run: its symbol, the arguments of its first call (numpy) and calls per run."""
+    """One kernel of a run: its symbol, the arguments of its first call (tensors as numpy arrays, scalars as
+    they are) and calls per run."""
 
     name: str
     args: tuple[np.ndarray, ...]
@@ -338,12 +339,12 @@ def record_calls(vm: Any, inputs: Sequence[Any], on_first_call: Callable[[str, A
     def instrument(func: Any, symbol: Any, before_run: bool, ret: Any, *args: Any) -> int:
         del ret
         name = str(symbol)
-        if not before_run or name.startswith("vm.") or not all(hasattr(a, "numpy") for a in args):
+        if not before_run or name.startswith("vm."):
             return 0
         if name not in calls:
             order.append(name)
             calls[name] = 0
-            first[name] = tuple(a.numpy() for a in args)
+            first[name] = tuple(a.numpy() if hasattr(a, "numpy") else a for a in args)
             if on_first_call is not None:
                 on_first_call(name, func, args)
         calls[name] += 1
@@ -369,18 +370,19 @@ def assemble(calls: Sequence[KernelCall], times_us: Mapping[str, tuple[float, fl
             logger.warning("kernel %s was not timed; left out of the profile", c.name)
             continue
         op = kernel_op(c.name)
-        shapes = tuple(tuple(int(d) for d in a.shape) for a in c.args)
+        arrays = [a for a in c.args if isinstance(a, np.ndarray)]  # tensors (scalar arguments left out)
+        shapes = tuple(tuple(int(d) for d in a.shape) for a in arrays)
         one = kernel_macs(op, shapes, (params or {}).get(c.name))
         macs = None if one is None else one * c.calls
-        rows.append((c, op, shapes, macs, *map(float, times_us[c.name])))
-    total = sum(t * c.calls for c, _, _, _, t, _ in rows)
-    total_min = sum(t * c.calls for c, _, _, _, _, t in rows)
+        rows.append((c, op, shapes, tuple(str(a.dtype) for a in arrays), macs, *map(float, times_us[c.name])))
+    total = sum(r[5] * r[0].calls for r in rows)
+    total_min = sum(r[6] * r[0].calls for r in rows)
     kernels = []
-    for c, op, shapes, macs, t, t_min in rows:
+    for c, op, shapes, dtypes, macs, t, t_min in rows:
         us = t * c.calls
         kernels.append(KernelTime(
             name=c.name, op=op, category=kernel_category(op, shapes), shapes=shapes,
-            dtypes=tuple(str(a.dtype) for a in c.args), calls=c.calls, us_per_call=t, us=us, us_min=t_min * c.calls,
+            dtypes=dtypes, calls=c.calls, us_per_call=t, us=us, us_min=t_min * c.calls,
             share=us / total if total > 0 else 0.0, macs=macs,
             gmacs=(macs / us / 1e3) if macs and us > 0 else None,
         ))

@@ -113,7 +113,7 @@ def profile_on_board(remote: Any, model: Any, inputs: Sequence[np.ndarray], *, r
     budget = remote.timeout * max(1.0, repeat / 10)
     for c in calls:
         def go(c: KernelCall = c) -> tuple[float, float]:
-            args = [tvm.runtime.tensor(a, dev) for a in c.args]
+            args = [tvm.runtime.tensor(a, dev) if isinstance(a, np.ndarray) else a for a in c.args]
             return time_kernel(rlib, c.name, dev, args, repeat, min_repeat_ms)
 
         times[c.name] = remote._call(f"timing {c.name}", go, timeout=budget)
