@@ -285,8 +285,57 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_inputs(args: argparse.Namespace, specs: list) -> list[np.ndarray]:
+    """:func:`_inputs` for a model on this machine with inputs ``specs`` (name, shape, dtype)."""
+    import types
+
+    from tvm_arq.deploy import RemoteModel
+
+    holder = types.SimpleNamespace(input_specs=specs)
+    holder.random_inputs = lambda seed=0: RemoteModel.random_inputs(holder, seed)
+    return _inputs(args, holder)
+
+
+def _host_profile(args: argparse.Namespace):
+    """``bench --profile`` without a board: profile on this machine (an .onnx built here, or a host .so)."""
+    import tvm
+
+    import tvm_arq
+    from tvm_arq.deploy import load_model_meta
+    from tvm_arq.profiling import profile_executable
+
+    path = Path(args.model).expanduser()
+    if path.suffix == ".onnx":
+        mod, params = _import(args)
+        cal = _calibration(args, mod) if args.scheme != "float" else None
+        model = tvm_arq.build(mod, params, args.target or "host", calibration=cal, scheme=args.scheme,
+                              calibrator=args.calibrator)
+        specs = [(p.name, tuple(int(d) for d in p.ty.shape.values), str(p.ty.dtype)) for p in model.ir["main"].params]
+        return model.profile(*_spec_inputs(args, specs), repeat=args.repeat)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    meta = load_model_meta(path)
+    specs = [] if meta is None else meta.input_specs
+    return profile_executable(tvm.runtime.load_module(str(path)), _spec_inputs(args, specs), repeat=args.repeat,
+                              target=meta.target if meta else "host")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``tvm-arq bench``: latency on the board, median and p90."""
+    """``tvm-arq bench``: latency on the board, median and p90; ``--profile``: per-kernel times."""
+    if args.profile:
+        if args.rpc or args.tracker:
+            remote, _ = _deployable(args)
+            with remote:
+                prof = remote.profile(*_inputs(args, remote), repeat=args.repeat)
+        else:
+            prof = _host_profile(args)
+        print(prof.to_text(top=args.top))
+        if prof.device.startswith("board"):
+            print("note: on an emulated board (qemu-user) these are emulation timings, not the board's latency")
+        if args.json:
+            Path(args.json).write_text(prof.to_json())
+            print(f"wrote {args.json}")
+        return 0
     remote, _ = _deployable(args)
     with remote:
         xs = _inputs(args, remote)
@@ -517,13 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (
         ("deploy", cmd_deploy, "upload a library (or ONNX model) to a board over TVM RPC and run it once"),
-        ("bench", cmd_bench, "latency of a library (or ONNX model) on a board: median and p90"),
+        ("bench", cmd_bench, "latency of a library (or ONNX model) on a board: median and p90; --profile: "
+                             "per-kernel times on the board or on this machine"),
     ):
         p = sub.add_parser(name, parents=[common], help=helptext,
                            description=helptext + ". A .so written by `tvm-arq build/tune` is uploaded as is; "
                                                   "an .onnx is built here for --target first.")
         p.add_argument("model", metavar="LIB_OR_MODEL", help="library (.so) or ONNX model")
-        connection_args(p, required=True)
+        connection_args(p, required=name == "deploy")
         p.add_argument("--timeout", type=float, default=60.0, help="seconds per remote step (default: 60)")
         p.add_argument("--input", metavar="X.npy|X.npz|DIR",
                        help="input sample (the first one of the file); default: random inputs of the right shape")
@@ -535,7 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--repeat", type=_positive, default=10, metavar="N",
                            help="measurements (default: 10)")
             p.add_argument("--number", type=_positive, default=1, help="runs averaged per measurement (default: 1)")
-            p.add_argument("--json", metavar="OUT.json", help="also write the statistics as JSON")
+            p.add_argument("--json", metavar="OUT.json", help="also write the statistics (the profile) as JSON")
+            p.add_argument("--profile", action="store_true",
+                           help="per-kernel times, shares, MACs and GMAC/s, end to end and overhead; on the board "
+                                "(an .onnx built here) or, without --rpc/--tracker, on this machine")
+            p.add_argument("--top", type=_positive, default=20, metavar="N", help="--profile: kernels shown (20)")
         p.set_defaults(func=func)
 
     r = sub.add_parser("report", help="per-layer report: ranges, scales, zero points, SQNR vs fp32")

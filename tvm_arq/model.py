@@ -22,6 +22,7 @@ from .target import TargetInfo
 
 if TYPE_CHECKING:
     from .budget import AccuracyReport
+    from .profiling import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,54 @@ class QuantizedModel:
                 vm["main"](*args)
             times.append((time.perf_counter() - t0) / number * 1e3)
         return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
+
+    def profile(self, *inputs: np.ndarray, repeat: int = 10, min_repeat_ms: int = 2) -> Profile:
+        """Where the time goes on this machine: each kernel's time, share, calls, MACs and GMAC/s.
+
+        Each kernel (PrimFunc) is timed alone on its real arguments from one run, the whole model end to
+        end; ``end_to_end_us - kernels_us`` is the VM's dispatch and thread-pool overhead (plus the cold
+        caches kernels meet inside the network). See :mod:`tvm_arq.profiling`; on a board use
+        :meth:`tvm_arq.deploy.RemoteModel.profile`.
+
+        Parameters
+        ----------
+        inputs
+            One array per model input.
+        repeat
+            Measurements per kernel and of the whole model (means are reported).
+        min_repeat_ms
+            Minimum length of one measurement (short kernels run several times per measurement).
+
+        Returns
+        -------
+        tvm_arq.profiling.Profile
+            ``to_text()``, ``to_json()``, ``kernels`` (most expensive first), ``by_category()``.
+
+        Raises
+        ------
+        ValueError
+            If the model was compiled for another architecture (its kernels do not run here).
+        """
+        from .profiling import kernel_params, profile_executable
+
+        if not self.target.is_host:
+            raise ValueError(f"the model is compiled for {self.target.triple}, which does not run here: profile it "
+                             "on a board (tvm_arq.deploy(model, rpc=...).profile(x))")
+        args = [np.ascontiguousarray(np.asarray(x).astype(str(p.ty.dtype), copy=False))
+                for x, p in zip(inputs, self.ir["main"].params, strict=True)]
+        return profile_executable(self.executable, args, repeat=repeat, min_repeat_ms=min_repeat_ms,
+                                  target=str(self.target.triple), params=kernel_params(self.lowered_ir()))
+
+    def lowered_ir(self) -> tvm.IRModule:
+        """The integer module in the target's layouts (what the executable was compiled from, before TVM's
+        own lowering); the module itself for float models."""
+        if not any(isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None and "arq.op" in f.attrs
+                   for f in self.ir.functions.values()):
+            return self.ir
+        from .backends import get_backend
+        from .passes.layout import convert_layout
+
+        return convert_layout(self.ir, get_backend(self.target).layout_plan())
 
     def export_library(self, path: str | Path) -> Path:
         """Write a shared object (or ``.tar``) for the target, cross-linked with the target's toolchain."""

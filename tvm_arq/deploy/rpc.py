@@ -252,6 +252,7 @@ class RemoteModel:
     timeout: float
     input_specs: list[tuple[str, tuple[int, ...], str]]
     library_name: str
+    model: Any = field(repr=False, default=None)
     _vm: Any = field(repr=False, default=None)
     _broken: str | None = field(repr=False, default=None)
     # an RPC session is one connection with one request in flight: calls from several threads take turns
@@ -376,6 +377,21 @@ class RemoteModel:
             "min_ms": float(np.min(ms)),
         }
 
+    def profile(self, *inputs: np.ndarray, repeat: int = 10, min_repeat_ms: int = 2) -> Any:
+        """Per-kernel times on the board (:class:`~tvm_arq.profiling.Profile`); needs :attr:`model`.
+
+        The kernels are timed one by one on the board with the remote time evaluator, on arguments recorded
+        on a host run of the same lowered module (the VM profiler hook cannot run over RPC); see
+        :mod:`tvm_arq.deploy.profile`. Random inputs of the right shapes when ``inputs`` are omitted.
+        """
+        from .profile import profile_on_board
+
+        if self.model is None:
+            raise ValueError("profiling on a board needs the model: deploy(model, ...) (a bare library has no "
+                             "kernel shapes to replay)")
+        return profile_on_board(self, self.model, list(inputs) or self.random_inputs(), repeat=repeat,
+                                min_repeat_ms=min_repeat_ms)
+
     def close(self) -> None:
         """Drop the session (the board removes its work directory and, via a tracker, is free again)."""
         self._vm = None
@@ -483,9 +499,11 @@ def deploy(
             where = rpc if rpc is not None else str(tracker)
             raise DeployError(where, None if rpc is not None else key,
                               f"exporting the model for {getattr(target, 'triple', target)} failed: {err}") from err
-        return _connect_and_load(lib_path, rpc, tracker, key, target, _input_specs(model), timeout=timeout,
-                                 connect_timeout=connect_timeout, session_timeout=session_timeout,
-                                 priority=priority)
+        remote = _connect_and_load(lib_path, rpc, tracker, key, target, _input_specs(model), timeout=timeout,
+                                   connect_timeout=connect_timeout, session_timeout=session_timeout,
+                                   priority=priority)
+        remote.model = model
+        return remote
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
