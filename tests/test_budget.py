@@ -38,6 +38,18 @@ def test_unmet_budget_keeps_the_bad_layer_in_float(model):
     assert QuantReport.from_json(qr.to_json()).accuracy == qr.accuracy
 
 
+def test_candidates_compiled_when_the_interpreter_is_slow(model, monkeypatch):
+    """Past the interpreter time limit the candidates run compiled for the host: same integers, same choice."""
+    import tvm_arq.budget as budget
+
+    monkeypatch.setattr(budget, "INTERPRETER_SECONDS", 0.0)
+    mod, params, cal, held_out = model
+    m = tvm_arq.build(mod, params, calibration=cal, progress=False,
+                      accuracy=AccuracyBudget(data=held_out[:4], max_drop=0.0, samples=4))
+    rep = m.accuracy_report
+    assert [k.name for k in rep.kept] == ["bad_conv"] and rep.met and rep.final == 100.0
+
+
 def test_met_budget_keeps_nothing(model):
     mod, params, cal, held_out = model
 

@@ -278,6 +278,10 @@ class AccuracyReport:
         return accuracy_text(self.to_dict())
 
 
+#: above this estimated time per candidate on the reference interpreter, candidates are compiled instead
+INTERPRETER_SECONDS = 60.0
+
+
 def _unit_macs(fmod: tvm.IRModule, layers: Sequence[str]) -> int:
     """Float MACs of the bindings of ``layers`` (conv2d / matmul; other ops: one per output element)."""
     wanted = set(layers)
@@ -334,8 +338,25 @@ class _Evaluator:
         self.progress = progress
         self.calibrations = 0
         self.float_cache: dict = {}
+        self.compiled = False
         self.cache: dict[tuple[frozenset[str], frozenset[str]], float] = {}
         self.results: dict[tuple[frozenset[str], frozenset[str]], QuantizationResult] = {}
+
+    def _outputs(self, int_mod: tvm.IRModule) -> list[Any]:
+        """The candidate's outputs on the budget data: on the numpy reference interpreter, or compiled for
+        this machine (the same integers, bit-exact) once the first candidate's first sample shows that the
+        interpreter would take more than ``INTERPRETER_SECONDS`` for the whole data."""
+        if not self.compiled:
+            interp = ReferenceInterpreter(int_mod, float_cache=self.float_cache)
+            t0 = time.perf_counter()
+            first = interp.run(*self.inputs[0])
+            if (time.perf_counter() - t0) * len(self.inputs) <= INTERPRETER_SECONDS:
+                return [first] + [interp.run(*x) for x in self.inputs[1:]]
+            logger.info("accuracy budget: evaluating candidates compiled for this machine (the reference "
+                        "interpreter would take ~%.0f s per candidate)", (time.perf_counter() - t0) * len(self.inputs))
+            self.compiled = True
+        vm = compile_host(int_mod)
+        return [_numpy(vm["main"](*[tvm.runtime.tensor(a) for a in x])) for x in self.inputs]
 
     def observe(self, plans: Sequence[QuantPlan]) -> None:
         """Calibrate the points of ``plans`` not observed yet (one float pass over the calibration set).
@@ -391,8 +412,7 @@ class _Evaluator:
                 self.cache[key] = -math.inf
                 return -math.inf
             self.results[key] = QuantizationResult(self.fmod, plan, qparams, qdq, int_mod)
-            interp = ReferenceInterpreter(int_mod, float_cache=self.float_cache)
-            score = self.budget.score([interp.run(*x) for x in self.inputs], self.reference)
+            score = self.budget.score(self._outputs(int_mod), self.reference)
         self.cache[key] = score
         logger.debug("budget candidate %s: %s %.4f", sorted(key), self.budget.metric_name, score)
         return score
