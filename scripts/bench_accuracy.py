@@ -74,7 +74,8 @@ class Config:
         ``"tvm_arq"`` or ``"onnxruntime"``.
     scheme
         ``fp32``, ``float`` (TVM float build, checked against fp32), ``symmetric``, ``asymmetric``,
-        ``hybrid`` or ``qdq`` (onnxruntime ``quantize_static``).
+        ``hybrid``, ``hybrid+budget`` (hybrid built with ``accuracy=AccuracyBudget(max_drop=BUDGET_DROP)``
+        measured on a separate budget set, see :func:`_budget`) or ``qdq`` (onnxruntime ``quantize_static``).
     calibrator
         Range calibrator, or ``None`` for float rows.
     """
@@ -97,6 +98,8 @@ class Config:
             return "fp32 (onnxruntime)"
         if self.engine == "onnxruntime":
             return f"onnxruntime QDQ (per-channel W, asym. A) / {self.calibrator}"
+        if self.scheme == BUDGET_SCHEME:
+            return f"tvm_arq hybrid + accuracy budget (max drop {BUDGET_DROP} pt) / {self.calibrator}"
         return f"tvm_arq {self.scheme} / {self.calibrator}" if self.calibrator else f"tvm_arq {self.scheme}"
 
 
@@ -106,7 +109,13 @@ def default_configs() -> list[Config]:
     out += [Config("tvm_arq", "symmetric", "minmax"), Config("tvm_arq", "asymmetric", "minmax")]
     out += [Config("tvm_arq", "hybrid", c) for c in CALIBRATORS]
     out += [Config("onnxruntime", "qdq", c) for c in ORT_CALIBRATORS]
+    out += [Config("tvm_arq", BUDGET_SCHEME, default_calibrator())]
     return out
+
+
+#: the accuracy-budget rows: scheme name and allowed drop (pt of the model's metric on the budget set)
+BUDGET_SCHEME = "hybrid+budget"
+BUDGET_DROP = 0.5
 
 
 def parse_configs(text: str) -> list[Config]:
@@ -134,6 +143,7 @@ class Sizes:
     mnist_test: int | None = None  # None = the whole split
     float_check: int = 2
     text_lines: int = 1000
+    budget: int = 200  # samples of the accuracy-budget set (YOLOX: half), disjoint from calibration and evaluation
 
     calib_yolox: int | None = None  # None = calib
 
@@ -142,7 +152,7 @@ class Sizes:
         if quick:
             return cls(
                 calib=calib or 4, imagenet_labelled=4, crops=8, yolox_images=4, mnist_test=100, float_check=1,
-                calib_yolox=calib_yolox, text_lines=8,
+                calib_yolox=calib_yolox, text_lines=8, budget=8,
             )  # fmt: skip
         return cls(calib=calib or 32, calib_yolox=calib_yolox)
 
@@ -235,6 +245,37 @@ WORKLOADS: dict[str, Callable[[Sizes], Workload]] = {
 }
 
 
+def _budget(model: str, sizes: Sizes) -> Any:
+    """The :class:`tvm_arq.AccuracyBudget` of the ``hybrid+budget`` rows: the model's metric on a budget set
+    disjoint from calibration and evaluation (EfficientNet: crops of the calibration photos with another seed,
+    agreement with fp32; YOLOX: detection images of the calibration split with another seed, AP50-95; MNIST:
+    training digits after the calibration ones; PP-OCR cls: rendered lines with another seed), with
+    ``max_drop = BUDGET_DROP`` and its latency cost measured."""
+    import tvm_arq
+    from arq_bench import assets, datasets, stats, zoo
+
+    common = {"max_drop": BUDGET_DROP, "measure_latency": True}
+    if model == "efficientnet":
+        crops = datasets.photo_crops(sizes.budget, 224, seed=2, split="calib", photos=assets.natural_photos(extended=True))
+        x = zoo.efficientnet_lite0_preprocess(crops).astype(np.float32)
+        return tvm_arq.AccuracyBudget(data=[c[None] for c in x], metric="agreement", **common)
+    if model == "yolox":
+        x, targets = zoo.yolox_detection_set(max(1, sizes.budget // 2), seed=2, split="calib")
+
+        def ap50_95(outputs: list[Any], data: list[Any]) -> float:
+            matches = [stats.match_detections(_postprocess("yolox", np.asarray(o)), t)
+                       for o, t in zip(outputs, targets, strict=True)]
+            return 100.0 * float(np.mean(stats.ap_from_matches(matches)))
+
+        return tvm_arq.AccuracyBudget(data=[c[None] for c in x], metric=ap50_95, **common)
+    if model == "mnist":
+        xtr, ytr = zoo.mnist_train()
+        order = np.random.default_rng(0).permutation(len(xtr))[sizes.calib: sizes.calib + sizes.budget]
+        return tvm_arq.AccuracyBudget(data=[xtr[i][None] for i in order], metric="top1", labels=ytr[order], **common)
+    x, y = datasets.text_direction_set(sizes.budget, seed=2)
+    return tvm_arq.AccuracyBudget(data=[c[None] for c in x], metric="top1", labels=y, **common)
+
+
 def _postprocess(name: str, out: np.ndarray) -> Any:
     """Reduce one raw output to what the metrics need (class index or decoded detections)."""
     if name == "yolox":
@@ -314,11 +355,15 @@ def run_task(model: str, cfg: Config, sizes: Sizes) -> dict[str, Any]:
             import tvm_arq
 
             mod, params = tvm_arq.from_onnx(w.onnx_model, w.shape)
+            budget = _budget(model, sizes) if cfg.scheme == BUDGET_SCHEME else None
             qm = tvm_arq.build(
                 mod, params, "host", calibration=None if cfg.scheme == "float" else w.calibration,
-                scheme=cfg.scheme, calibrator=cfg.calibrator or "minmax", progress=False,
+                scheme="hybrid" if budget is not None else cfg.scheme, calibrator=cfg.calibrator or "minmax",
+                progress=False, accuracy=budget,
             )  # fmt: skip
             res["fallbacks"] = [list(map(str, f)) for f in qm.fallbacks] if cfg.scheme != "float" else []
+            if budget is not None:
+                res["budget"] = qm.accuracy_report.to_dict()
             run = lambda x: np.asarray(qm.run(x))  # noqa: E731
         res["build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -555,6 +600,7 @@ def render_markdown(
     default = default_calibrator()
     lines += ["", f"## Targets (hybrid with the default calibrator, `{default}`)", ""]
     lines += _checks(records, cols, default)
+    lines += _budget_lines(timings)
     if errors:
         lines += ["", "## Failed configurations", "", *sorted(set(errors))]
     if float_check:
@@ -604,13 +650,41 @@ def _checks(records: list[Record], cols: list[tuple[str, str, str]], default: st
             d = 100 * hyb.diff_fp32
             parts.append(f"vs fp32 {d:+.2f} pt ({'ok' if d >= -1.0 else 'NOT within 1 pt'})")
         others = [r for key, r in ok.items() if key[:2] == (m, k) and key[2:] != ("tvm_arq", "hybrid", default)
-                  and key[3] not in ("fp32", "float") and r.value is not None]  # fmt: skip
+                  and key[3] not in ("fp32", "float", BUDGET_SCHEME) and r.value is not None]  # fmt: skip
         if others:
             best = max(others, key=lambda r: r.value)
             d = 100 * (hyb.value - best.value)
             parts.append(f"vs best other row ({best.engine} {best.scheme}/{best.calibrator}) {d:+.2f} pt "
                          f"({'ok' if d >= -0.5 else 'MORE than 0.5 pt below'})")  # fmt: skip
         out.append(f"- {h}: {_fmt(hyb.value)}; " + "; ".join(parts))
+        bud = ok.get((m, k, "tvm_arq", BUDGET_SCHEME, default))
+        if bud is not None and bud.diff_fp32 is not None:
+            d = 100 * bud.diff_fp32
+            out.append(f"  - with the accuracy budget (max drop {BUDGET_DROP} pt on the budget set): {_fmt(bud.value)}, "
+                       f"vs fp32 {d:+.2f} pt on the evaluation set "
+                       f"({'ok' if d >= -BUDGET_DROP else f'drop MORE than {BUDGET_DROP} pt'})")
+    return out
+
+
+def _budget_lines(timings: list[dict[str, Any]]) -> list[str]:
+    """What each ``hybrid+budget`` build kept and what it cost (on its budget set, see :func:`_budget`)."""
+    rows = [t for t in timings if t.get("budget")]
+    if not rows:
+        return []
+    out = ["", f"## Accuracy budget (`build(..., accuracy=AccuracyBudget(max_drop={BUDGET_DROP}))`)", "",
+           "Measured by the search on the budget set (disjoint from calibration and evaluation; its metric in "
+           "the units of the metric: agreement / accuracy / AP50-95 in %). Latency: untuned kernels on this "
+           "machine, final build vs all-int8.", "",
+           "| model | metric | n | fp32 | all-int8 | final | met | kept (precision) | final ms | int8 ms | search s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in rows:
+        b = t["budget"]
+        lat = b.get("latency") or {}
+        kept = ", ".join(f"{k['name']} ({k['precision']})" for k in b.get("kept", [])) or "nothing"
+        ms = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        out.append(f"| {t['model']} | {b.get('metric')} | {b.get('n_samples')} | {b.get('fp32', 0):.2f} | "
+                   f"{b.get('int8', 0):.2f} | {b.get('final', 0):.2f} | {'yes' if b.get('met') else 'NO'} | {kept} | "
+                   f"{ms(lat.get('final_ms'))} | {ms(lat.get('int8_ms'))} | {b.get('seconds', 0):.0f} |")
     return out
 
 
@@ -865,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_eval": r["n_eval"],
             "fallbacks": r["fallbacks"],
             "error": r["error"],
+            "budget": r.get("budget"),
         }
         for r in results
     ]
