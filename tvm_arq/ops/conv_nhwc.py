@@ -103,15 +103,15 @@ def requant32_exact(acc_lo: np.ndarray, acc_hi: np.ndarray, bias: np.ndarray, m0
     return bool(v_lo.min() >= INT32_MIN + ZP_MARGIN and v_hi.max() <= INT32_MAX - ZP_MARGIN)
 
 
-def epilogue(v, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str):
-    """Store the requantized value (int32 or int64), or look it up in the fused activation table.
+def epilogue(v, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str, v_dtype: str = I64):
+    """Store the requantized value ``v`` (of ``v_dtype``), or look it up in the fused activation table.
 
     The table index is clamped to the table (a no-op for real operands, whose clamp bounds lie in the
     8-bit range): MetaSchedule measures candidates on random operands, ``qp`` included.
     """
     if table is None:
         return v.astype(out_dtype)
-    dt = str(v.dtype)
+    dt = v_dtype
     row = channel if lut_axis >= 0 and int(table.shape[0]) > 1 else tirx.const(0, I64)
     col = tirx.max(tirx.min(v - tirx.const(lut_qmin, dt), tirx.const(int(table.shape[1]) - 1, dt)),
                    tirx.const(0, dt))
@@ -124,15 +124,19 @@ def requant_nhwc(acc, shape, bias, m0, rshift, qp, table, lut_axis: int, lut_qmi
     of the int32 accumulator ``acc`` (which may cover more channels than ``shape``).
 
     ``requant32`` (chosen at build time by :func:`requant32_exact`): the bias is added in int32 and the
-    requantization is :func:`requant_qp32`; otherwise everything after the accumulator is int64.
+    requantization is :func:`requant_qp32`; otherwise everything after the accumulator is int64. With a
+    ``table`` the int64 epilogue is kept: the requantized value becomes a buffer index there, and TE's
+    index normalization widens every integer inside an index to int64, ``q_multiply_shift_per_axis``'s
+    operands included, which its lowering rejects.
     """
+    requant32 = requant32 and table is None
 
     def f(b, i, j, o):
         if requant32:
             v = requant_qp32(acc[b, i, j, o] + bias[o], m0[o], rshift[o], qp)
         else:
             v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
+        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype, I32 if requant32 else I64)
 
     return te.compute(shape, f, name="requant")
 
@@ -358,6 +362,7 @@ def lut_operands(ctx, name: str, tensors: list, params: dict) -> str:
     params["lut_axis"] = 3 if lut.axis >= 0 else -1
     params["lut_qmin"] = lut.qmin
     params["out_dtype"] = str(lut.table.dtype)
+    params["requant32"] = False  # see requant_nhwc: a table index keeps the int64 epilogue
     ctx.fused.add(lut_name)
     ctx.count("fused_lut")
     return lut_name
@@ -384,7 +389,7 @@ def convert_conv(ctx, name: str, args: list, p: dict) -> bool:
                    relax.const(b, "int32"), relax.const(m0v, "int32"), relax.const(rsv, "int32"),
                    relax.const(np.array(qp, np.int32), "int32")]
         params = {**common, "out_dtype": p["out_dtype"], "schedule": ctx.plan.depthwise.rule,
-                  "requant32": _requant32(qw, x_dtype, b, m0v, rsv)}
+                  "requant32": ctx.plan.depthwise.int32_epilogue and _requant32(qw, x_dtype, b, m0v, rsv)}
         defined = lut_operands(ctx, name, tensors, params)
         ctx.nhwc[defined] = ctx.emit("qdwconv2d_nhwc", tensors, params, opaque=True)
         return True
