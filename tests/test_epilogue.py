@@ -2,7 +2,8 @@
 
 - ``requant32_exact`` (decided at build time from the accumulator bounds) accepts a layer only when adding
   the bias in int32, narrowing the requantized value to int32 and adding the zero point in int32 lose nothing;
-- equivalence of :func:`~tvm_arq.ops.conv_nhwc.requant_qp32` (vectorized, run on the host) with the int64
+- equivalence of :func:`~tvm_arq.ops.conv_nhwc.requant_qp32` (vectorized; run on the host, and, marked slow,
+  on the emulated aarch64 and riscv64+V boards) with the int64
   contract for **every** shift ``rshift`` in ``[1, 62]`` that ``quantize_multiplier`` can emit, ``m0`` at
   ``2**30``, ``2**31 - 1``, random and tiny, the accumulator at the int32 extremes with a bias, and the largest
   and smallest sums the predicate accepts;
@@ -100,11 +101,13 @@ def _requant_cases() -> tuple[np.ndarray, ...]:
     return tuple(a[:, i].astype(np.int32) for i in range(5))
 
 
-def test_int32_requant_equals_int64_for_every_shift() -> None:
+def _every_shift_kernel(lanes: int) -> tuple[tvm.IRModule, list[np.ndarray], np.ndarray]:
+    """:func:`requant_qp32` over :func:`_requant_cases`, vectorized by ``lanes``: module, inputs, expected."""
     acc, bias, m0, rs, zp = _requant_cases()
     n = len(acc)
     for a, b, m, r in zip(acc, bias, m0, rs, strict=True):
         assert requant32_exact(np.array([a]), np.array([a]), np.array([b]), np.array([m]), np.array([r]))
+    assert len(set(rs.tolist())) == MAX_RSHIFT - MIN_RSHIFT + 1
     lo, hi = INT32_MIN + ZP_MARGIN, INT32_MAX - ZP_MARGIN
     ph = {k: te.placeholder((n,), "int32", name=k) for k in ("acc", "bias", "m0", "rs", "zp")}
     qp = te.placeholder((4,), "int32", name="qp")  # qp[1] unused here: the zero point is per element
@@ -114,16 +117,39 @@ def test_int32_requant_equals_int64_for_every_shift() -> None:
                             [qp[0], ph["zp"][i], qp[2], qp[3]])
 
     out = te.compute((n,), f, name="out")
-    sch = s_tir.Schedule(te.create_prim_func([*ph.values(), qp, out]))
+    sch = s_tir.Schedule(te.create_prim_func([*ph.values(), qp, out]).with_attr("global_symbol", "every_shift"))
     (i,) = sch.get_loops(sch.get_sblock("out"))
-    sch.vectorize(sch.split(i, [None, 16])[1])
-    ex = tvm.compile(sch.mod, target=HOST.target)
-    args = [tvm.runtime.tensor(v) for v in (acc, bias, m0, rs, zp, np.array([0, 0, lo, hi], np.int32))]
-    res = tvm.runtime.tensor(np.zeros(n, np.int32))
-    ex(*args, res)
+    sch.vectorize(sch.split(i, [None, lanes])[1])
     want = np.clip(requantize_np(acc.astype(np.int64) + bias, m0, rs) + zp, lo, hi)
+    return sch.mod, [acc, bias, m0, rs, zp, np.array([0, 0, lo, hi], np.int32)], want
+
+
+def test_int32_requant_equals_int64_for_every_shift() -> None:
+    mod, inputs, want = _every_shift_kernel(16)
+    ex = tvm.compile(mod, target=HOST.target)
+    res = tvm.runtime.tensor(np.zeros(len(want), np.int32))
+    ex["every_shift"](*[tvm.runtime.tensor(v) for v in inputs], res)
     np.testing.assert_array_equal(res.numpy(), want)
-    assert len(set(rs.tolist())) == MAX_RSHIFT - MIN_RSHIFT + 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("board", "preset", "lanes"), [("aarch64", "aarch64-dotprod", 16),
+                                                        ("riscv64-rvv", "riscv64-rvv", 8)])
+def test_int32_requant_every_shift_on_emulated_boards(board: str, preset: str, lanes: int, tmp_path) -> None:
+    """The same cases run on the emulated boards: the intrinsic's lowering there (NEON ``smull``/``smlal`` +
+    ``sshl``, RVV ``vwmul``/``vnsra``) keeps the single rounding for every shift."""
+    from tvm_arq.backends.export import export_library
+    from tvm_arq.deploy import pipe_session
+
+    mod, inputs, want = _every_shift_kernel(lanes)
+    info = resolve_target(preset)
+    path = export_library(tvm.compile(mod, target=info.target), tmp_path / "every_shift.so", info)
+    sess = pipe_session(board)
+    sess.upload(str(path))
+    dev = sess.cpu()
+    res = tvm.runtime.tensor(np.zeros(len(want), np.int32), dev)
+    sess.load_module("every_shift.so")["every_shift"](*[tvm.runtime.tensor(v, dev) for v in inputs], res)
+    np.testing.assert_array_equal(res.numpy(), want)
 
 
 def _packed_conv(x: np.ndarray, consts: list[np.ndarray], params: dict) -> np.ndarray:
