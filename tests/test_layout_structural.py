@@ -121,7 +121,8 @@ def conv_expected(dt, zx, zy, qlo, qhi, rule, lanes, kgroup, domain, shift) -> t
         @T.prim_func(private=True)
         def arq_qconv2d_nhwc_packed():
             T.func_attr(arq("qconv2d_nhwc_packed", strides=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1],
-                            out_channels=2, in_offset=shift, domain_dtype=domain, out_dtype=dt, schedule=rule))
+                            out_channels=2, in_offset=shift, domain_dtype=domain, out_dtype=dt, schedule=rule,
+                            requant32=True))
             T.evaluate(0)
 
         @T.prim_func(private=True)
@@ -243,7 +244,7 @@ def feature_map_expected(dw_rule: str) -> tvm.IRModule:
         @T.prim_func(private=True)
         def arq_qdwconv2d_nhwc():
             T.func_attr(arq("qdwconv2d_nhwc", strides=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1],
-                            out_dtype="int8", schedule=dw_rule, lut_axis=-1, lut_qmin=-128))
+                            out_dtype="int8", schedule=dw_rule, lut_axis=-1, lut_qmin=-128, requant32=False))
             T.evaluate(0)
 
         @T.prim_func(private=True)
@@ -362,7 +363,8 @@ def dense_expected(dt, zy, qlo, qhi, rule, lanes, kgroup, domain, shift) -> tvm.
         @T.prim_func(private=True)
         def arq_qconv2d_nhwc_packed():
             T.func_attr(arq("qconv2d_nhwc_packed", strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1],
-                            out_channels=2, in_offset=shift, domain_dtype=domain, out_dtype=dt, schedule=rule))
+                            out_channels=2, in_offset=shift, domain_dtype=domain, out_dtype=dt, schedule=rule,
+                            requant32=True))
             T.evaluate(0)
 
         @T.prim_func(private=True)
@@ -586,7 +588,7 @@ class GroupedNHWC:
 
     @T.prim_func(private=True)
     def arq_qconv2d_nhwc():
-        T.func_attr(arq("qconv2d_nhwc", groups=2, out_dtype="int8", **GROUPED))
+        T.func_attr(arq("qconv2d_nhwc", groups=2, out_dtype="int8", requant32=True, **GROUPED))
         T.evaluate(0)
 
     @T.prim_func(private=True)

@@ -60,6 +60,8 @@ class DepthwiseTarget:
     max_vector: int
     acc_budget: int
     vectorize_pad: bool = True
+    #: the int32 requantization epilogue (``requant32``) where it is exact; ``False`` keeps the int64 one
+    int32_epilogue: bool = True
 
 
 @dataclass(frozen=True)

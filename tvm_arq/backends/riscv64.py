@@ -34,7 +34,10 @@ __all__ = ["DEPTHWISE", "RVV_CONV", "RiscV64Backend"]
 #: the target-neutral vectorized conv, which RVV's widening multiply-adds serve well
 RVV_CONV = PORTABLE_VECTOR_CONV
 
-DEPTHWISE = DepthwiseTarget(rule="arq_rvv_dwconv", max_vector=16, acc_budget=8, vectorize_pad=False)
+# int32_epilogue=False: TVM 0.27 fails to compile the vectorized q_multiply_shift_per_axis of the RVV depthwise
+# schedule (unsupported_dtype_legalize: "MatchType(value.ty())"); the packed conv's epilogue compiles
+DEPTHWISE = DepthwiseTarget(rule="arq_rvv_dwconv", max_vector=16, acc_budget=8, vectorize_pad=False,
+                            int32_epilogue=False)
 
 _DEFAULT_MCPU = "generic-rv64"
 #: rv64gc: what every riscv64 Linux distribution (lp64d ABI) assumes.

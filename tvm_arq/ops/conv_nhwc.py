@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 # -- TE helpers shared with the depthwise kernel -----------------------------------------------------
 
+#: headroom kept below the int32 limits by :func:`requant32_exact` for the zero point added in int32
+ZP_MARGIN = 1 << 16
+
 
 def requant_qp(acc64, m0, rshift, qp):
     """``clip(((acc * m0 + 2**(rshift-1)) >> rshift) + qp[1], qp[2], qp[3])`` in int64 (not cast)."""
@@ -62,27 +65,78 @@ def requant_qp(acc64, m0, rshift, qp):
     return tirx.max(tirx.min(v, qp[3].astype(I64)), qp[2].astype(I64))
 
 
-def epilogue(v64, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str):
-    """Store the requantized value, or look it up in the fused activation table.
+def requant_qp32(acc32, m0, rshift, qp):
+    """:func:`requant_qp` on an int32 value whose requantized value fits int32 (see :func:`requant32_exact`).
+
+    The product is ``tirx.q_multiply_shift_per_axis`` (``(int64(acc) * m0 + 2**(q+rs-1)) >> (q+rs)`` with
+    ``q = 31``, ``rs = rshift - 31``: the same single rounding for every ``rshift`` in ``[1, 62]``), which
+    stays opaque to the simplifier until lowering, so the multiply remains a sign-extended 32x32->64 one
+    (``vpmuldq``, ``smull``/``smlal``) instead of a full 64-bit multiply (a plain ``int64(acc + bias) * m0``
+    is rewritten by the simplifier to ``int64(acc) + int64(bias)``, a 33-bit operand: ``vpmullq``). The
+    result is narrowed to int32 there; the zero point and the clamp stay in int32
+    (:func:`requant32_exact` leaves :data:`ZP_MARGIN` of headroom for the zero point).
+    """
+    v = tirx.q_multiply_shift_per_axis(acc32, m0, tirx.const(0, I32), rshift - tirx.const(31, I32),
+                                       tirx.const(31, I32), tirx.const(False, "bool"), tirx.const(True, "bool"))
+    return tirx.max(tirx.min(v + qp[1], qp[3]), qp[2])
+
+
+def requant32_exact(acc_lo: np.ndarray, acc_hi: np.ndarray, bias: np.ndarray, m0: np.ndarray,
+                    rshift: np.ndarray) -> bool:
+    """Whether :func:`requant_qp32` equals :func:`requant_qp` for every accumulator in ``[acc_lo, acc_hi]``.
+
+    Per channel: ``acc + bias`` fits int32 (it is added in int32), ``rshift`` is in ``[1, 62]`` (the
+    intrinsic's total shift ``q + rs``) and the requantized value of both extremes fits int32 (the
+    requantization is monotone in its input since ``m0 >= 0``) with :data:`ZP_MARGIN` to spare, so
+    narrowing it and adding any 8/16-bit zero point in int32 loses nothing. Decided at
+    build time from the weights (``acc_lo``/``acc_hi``: :func:`~tvm_arq.ops.conv.accumulator_bounds`).
+    """
+    lo = np.asarray(acc_lo, np.int64) + np.asarray(bias, np.int64)
+    hi = np.asarray(acc_hi, np.int64) + np.asarray(bias, np.int64)
+    rs = np.asarray(rshift, np.int64)
+    m0 = np.asarray(m0, np.int64)
+    if lo.size == 0:
+        return True
+    if lo.min() < INT32_MIN or hi.max() > INT32_MAX or rs.min() < 1 or rs.max() > 62 or m0.min() < 0:
+        return False
+    v_lo, v_hi = requantize_np(lo, m0, rs), requantize_np(hi, m0, rs)
+    return bool(v_lo.min() >= INT32_MIN + ZP_MARGIN and v_hi.max() <= INT32_MAX - ZP_MARGIN)
+
+
+def epilogue(v, table, lut_axis: int, lut_qmin: int, channel, out_dtype: str, v_dtype: str = I64):
+    """Store the requantized value ``v`` (of ``v_dtype``), or look it up in the fused activation table.
 
     The table index is clamped to the table (a no-op for real operands, whose clamp bounds lie in the
     8-bit range): MetaSchedule measures candidates on random operands, ``qp`` included.
     """
     if table is None:
-        return v64.astype(out_dtype)
+        return v.astype(out_dtype)
+    dt = v_dtype
     row = channel if lut_axis >= 0 and int(table.shape[0]) > 1 else tirx.const(0, I64)
-    col = tirx.max(tirx.min(v64 - tirx.const(lut_qmin, I64), tirx.const(int(table.shape[1]) - 1, I64)),
-                   tirx.const(0, I64))
+    col = tirx.max(tirx.min(v - tirx.const(lut_qmin, dt), tirx.const(int(table.shape[1]) - 1, dt)),
+                   tirx.const(0, dt))
     return table[row, col]
 
 
-def requant_nhwc(acc, shape, bias, m0, rshift, qp, table, lut_axis: int, lut_qmin: int, out_dtype: str):
+def requant_nhwc(acc, shape, bias, m0, rshift, qp, table, lut_axis: int, lut_qmin: int, out_dtype: str,
+                 requant32: bool = False):
     """The ``requant`` stage of an NHWC conv: per output channel bias, requantization and :func:`epilogue`
-    of the int32 accumulator ``acc`` (which may cover more channels than ``shape``)."""
+    of the int32 accumulator ``acc`` (which may cover more channels than ``shape``).
+
+    ``requant32`` (chosen at build time by :func:`requant32_exact`): the bias is added in int32 and the
+    requantization is :func:`requant_qp32`; otherwise everything after the accumulator is int64. With a
+    ``table`` the int64 epilogue is kept: the requantized value becomes a buffer index there, and TE's
+    index normalization widens every integer inside an index to int64, ``q_multiply_shift_per_axis``'s
+    operands included, which its lowering rejects.
+    """
+    requant32 = requant32 and table is None
 
     def f(b, i, j, o):
-        v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
-        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype)
+        if requant32:
+            v = requant_qp32(acc[b, i, j, o] + bias[o], m0[o], rshift[o], qp)
+        else:
+            v = requant_qp(acc[b, i, j, o].astype(I64) + bias[o].astype(I64), m0[o], rshift[o], qp)
+        return epilogue(v, table, lut_axis, lut_qmin, o, out_dtype, I32 if requant32 else I64)
 
     return te.compute(shape, f, name="requant")
 
@@ -123,7 +177,7 @@ def pad_nhwc(x, pads_hw: Sequence[int], channels: int, qp, in_offset: int, domai
 @register_kernel("qconv2d_nhwc_packed")
 def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, out_channels: int,
                         in_offset: int, domain_dtype: str, out_dtype: str, lut_axis: int = -1, lut_qmin: int = 0,
-                        schedule: str = ""):
+                        schedule: str = "", requant32: bool = False):
     """Quantized conv2d, NHWC activations x weights packed ``[O/L, KH, KW, C/G, L, G]``.
 
     ``y[n, i, j, o] = requant(sum_{ry, rx, c} xp[n, i*sh + ry*dh, j*sw + rx*dw, c] * w[o, c, ry, rx] + bias[o])``
@@ -154,12 +208,13 @@ def qconv2d_nhwc_packed(x, w, bias, m0, rshift, qp, table=None, *, strides, padd
         attrs=attrs,
     )
 
-    return requant_nhwc(acc, (n, oh, ow, out_channels), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
+    return requant_nhwc(acc, (n, oh, ow, out_channels), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype,
+                        requant32)
 
 
 @register_kernel("qconv2d_nhwc")
 def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, groups: int, out_dtype: str,
-                 lut_axis: int = -1, lut_qmin: int = 0):
+                 lut_axis: int = -1, lut_qmin: int = 0, requant32: bool = False):
     """Quantized grouped conv2d, NHWC x ``[KH, KW, C/groups, O]`` (the fallback for grouped convs)."""
     n, h, wd, c = x.shape
     kh, kw, cg, o = (int(v) for v in w.shape)
@@ -181,7 +236,7 @@ def qconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, di
         name="gconv",
     )
 
-    return requant_nhwc(acc, (n, oh, ow, o), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
+    return requant_nhwc(acc, (n, oh, ow, o), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype, requant32)
 
 
 
@@ -224,8 +279,9 @@ def _conv_acc(xp: np.ndarray, w: np.ndarray, oh: int, ow: int, strides, dilation
 
 @register_reference("qconv2d_nhwc_packed")
 def qconv2d_nhwc_packed_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, out_channels,
-                           in_offset, domain_dtype, out_dtype, lut_axis=-1, lut_qmin=0, schedule=""):
-    del domain_dtype, schedule
+                           in_offset, domain_dtype, out_dtype, lut_axis=-1, lut_qmin=0, schedule="",
+                           requant32=False):
+    del domain_dtype, schedule, requant32  # requant32 changes how, not what, the kernel computes
     n, h, wd, c = x.shape
     wu = unpack_conv_weight(w, out_channels, c)
     pt, pl, pb, pr = padding
@@ -238,7 +294,8 @@ def qconv2d_nhwc_packed_np(x, w, bias, m0, rshift, qp, table=None, *, strides, p
 
 @register_reference("qconv2d_nhwc")
 def qconv2d_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, groups, out_dtype,
-                    lut_axis=-1, lut_qmin=0):
+                    lut_axis=-1, lut_qmin=0, requant32=False):
+    del requant32
     n, h, wd, c = x.shape
     kh, kw, cg, o = w.shape
     pt, pl, pb, pr = padding
@@ -305,6 +362,7 @@ def lut_operands(ctx, name: str, tensors: list, params: dict) -> str:
     params["lut_axis"] = 3 if lut.axis >= 0 else -1
     params["lut_qmin"] = lut.qmin
     params["out_dtype"] = str(lut.table.dtype)
+    params["requant32"] = False  # see requant_nhwc: a table index keeps the int64 epilogue
     ctx.fused.add(lut_name)
     ctx.count("fused_lut")
     return lut_name
@@ -330,17 +388,27 @@ def convert_conv(ctx, name: str, args: list, p: dict) -> bool:
         tensors = [ctx.as_nhwc(x), relax.const(np.ascontiguousarray(qw[:, 0].transpose(1, 2, 0)), "int8"),
                    relax.const(b, "int32"), relax.const(m0v, "int32"), relax.const(rsv, "int32"),
                    relax.const(np.array(qp, np.int32), "int32")]
-        params = {**common, "out_dtype": p["out_dtype"], "schedule": ctx.plan.depthwise.rule}
+        params = {**common, "out_dtype": p["out_dtype"], "schedule": ctx.plan.depthwise.rule,
+                  "requant32": ctx.plan.depthwise.int32_epilogue and _requant32(qw, x_dtype, b, m0v, rsv)}
         defined = lut_operands(ctx, name, tensors, params)
         ctx.nhwc[defined] = ctx.emit("qdwconv2d_nhwc", tensors, params, opaque=True)
         return True
     tensors = [ctx.as_nhwc(x), relax.const(np.ascontiguousarray(qw.transpose(2, 3, 1, 0)), "int8"),
                relax.const(b, "int32"), relax.const(m0v, "int32"), relax.const(rsv, "int32"),
                relax.const(np.array(qp, np.int32), "int32")]
-    params = {**common, "groups": groups, "out_dtype": p["out_dtype"]}
+    params = {**common, "groups": groups, "out_dtype": p["out_dtype"], "requant32": _requant32(qw, x_dtype, b, m0v, rsv)}
     defined = lut_operands(ctx, name, tensors, params)
     ctx.nhwc[defined] = ctx.emit("qconv2d_nhwc", tensors, params)
     return True
+
+
+def _requant32(qw: np.ndarray, x_dtype: str, bias: np.ndarray, m0: np.ndarray, rshift: np.ndarray) -> bool:
+    """Whether the int32 epilogue (:func:`requant_qp32`) is exact for this layer (inputs of ``x_dtype``)."""
+    lo, hi = accumulator_bounds(qw, x_dtype)
+    ok = requant32_exact(lo, hi, bias, m0, rshift)
+    if not ok:
+        logger.info("conv: the int32 epilogue could overflow for this layer; keeping the int64 one")
+    return ok
 
 
 def _choose_conv(ctx, qw: np.ndarray, bias: np.ndarray, x_dtype: str) -> tuple[PackedConvTarget, int, np.ndarray]:
@@ -374,7 +442,7 @@ def _packed(ctx, name: str, x_nhwc, x_dtype: str, qw, bias, m0v, rsv, qp: list, 
                relax.const(np.asarray(bias, np.int32), "int32"), relax.const(m0v, "int32"),
                relax.const(rsv, "int32"), relax.const(np.array(qp, np.int32), "int32")]
     params = {**common, "out_channels": int(qw.shape[0]), "in_offset": int(shift), "domain_dtype": dom,
-              "out_dtype": out_dtype, "schedule": cfg.rule}
+              "out_dtype": out_dtype, "schedule": cfg.rule, "requant32": _requant32(qw, dom, bias, m0v, rsv)}
     defined = lut_operands(ctx, name, tensors, params) if define_nhwc else name
     out = ctx.emit("qconv2d_nhwc_packed", tensors, params, opaque=True)
     if define_nhwc:
@@ -402,5 +470,5 @@ def convert_dense(ctx, name: str, args: list, p: dict) -> bool:
 
 
 __all__ = ["SCHEDULE_RULE", "convert_conv", "convert_dense", "epilogue", "finish_np", "lut_operands",
-           "pack_conv_weight", "pad_nhwc", "qconv2d_nhwc", "qconv2d_nhwc_packed", "requant_qp",
-           "unpack_conv_weight"]
+           "pack_conv_weight", "pad_nhwc", "qconv2d_nhwc", "qconv2d_nhwc_packed", "requant32_exact", "requant_qp",
+           "requant_qp32", "unpack_conv_weight"]

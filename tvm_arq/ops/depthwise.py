@@ -13,7 +13,7 @@ from .registry import register_kernel, register_reference
 
 @register_kernel("qdwconv2d_nhwc")
 def qdwconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, out_dtype: str,
-                   lut_axis: int = -1, lut_qmin: int = 0, schedule: str = ""):
+                   lut_axis: int = -1, lut_qmin: int = 0, schedule: str = "", requant32: bool = False):
     """Quantized depthwise conv2d, NHWC x ``[KH, KW, C]``, zero-point padding, fused requantization.
 
     Channels are the vector lanes; products and the accumulator are int32 (on AVX-512 one
@@ -40,13 +40,13 @@ def qdwconv2d_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, 
         attrs=attrs,
     )
 
-    return requant_nhwc(acc, (n, oh, ow, c), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype)
+    return requant_nhwc(acc, (n, oh, ow, c), bias, m0, rshift, qp, table, lut_axis, lut_qmin, out_dtype, requant32)
 
 
 @register_reference("qdwconv2d_nhwc")
 def qdwconv2d_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, dilation, out_dtype, lut_axis=-1,
-                      lut_qmin=0, schedule=""):
-    del schedule
+                      lut_qmin=0, schedule="", requant32=False):
+    del schedule, requant32
     n, h, wd, c = x.shape
     kh, kw, _ = w.shape
     pt, pl, pb, pr = padding
