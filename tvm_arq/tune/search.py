@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tvm
 from tqdm.auto import tqdm
-from tvm import relax
+from tvm import relax, s_tir
 from tvm.ir import IRModule
 from tvm.ir.utils import derived_object
 from tvm.relax import pipeline as relax_pipeline
@@ -302,11 +302,13 @@ def _seed_default_schedules(
     config: TuneConfig,
     stop: StopRequest,
 ) -> None:
-    """Record the default schedule of every templated task that has no record yet (one trial each).
+    """Record the default schedule of every task that has no record yet (one trial each).
 
-    :mod:`tvm_arq.backends` templates come with heuristic tile sizes; measured here and committed as
-    the task's first record, they are a floor for the search: with a small budget per task, the
-    best record is never worse than the untuned default.
+    :mod:`tvm_arq.backends` templates come with heuristic tile sizes; a generic kernel (add, pooling,
+    quantize ...) without a template is seeded with its unscheduled form, which is what an untuned build
+    runs. Measured here and committed as the task's first record, they are a floor for the search: with a
+    small budget per task, the best record is never worse than the untuned default (one trial of the
+    generic rules once left a residual add 4x slower than untuned).
     """
     dev = tvm.cpu()
     for p in planned:
@@ -319,7 +321,7 @@ def _seed_default_schedules(
             continue
         sch = default_schedule(funcs[0])
         if sch is None:
-            continue
+            sch = s_tir.Schedule(funcs[0])  # the unscheduled kernel (empty trace)
         try:
             rt_mod = fast_build(sch.mod, target, None)
             args = _random_args(funcs[0], dev)
