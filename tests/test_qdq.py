@@ -214,7 +214,8 @@ def _per_axis_r1(m: onnx.ModelProto) -> None:
 
 
 @pytest.mark.parametrize("case, edit, match", [
-    ("per-axis activation", _per_axis_r1, r"r1_QuantizeLinear.*per-axis activation quantization is not supported"),
+    ("per-axis activation", _per_axis_r1,
+     r"r1_QuantizeLinear.*per-axis activation quantization is supported only where.*GlobalAveragePool node 'gap5'"),
     ("weight zp", lambda m: _set(m, "w1_zero_point", np.full(8, 3)), r"w1_DequantizeLinear.*asymmetric"),
 ])
 def test_valid_but_unsupported_quantization_needs_calibration(models, case, edit, match):
@@ -227,6 +228,57 @@ def test_valid_but_unsupported_quantization_needs_calibration(models, case, edit
     if case == "per-axis activation":
         qm = tvm_arq.build(mod, params, "host", calibration=_samples(3, 5), scheme="symmetric", progress=False)
         assert not any(q.rule.startswith("from model") for q in qm.qparams.values())
+
+
+def test_per_channel_activations_before_depthwise_fold_into_weights(tmp_path):
+    """NNCF's per-channel activation quantization (conv -> ReLU -> per-channel Q/DQ -> depthwise conv) folds
+    into the weight scales on both sides: it builds without calibration and agrees with onnxruntime."""
+    rng = np.random.default_rng(3)
+    mk = helper.make_node
+
+    def w(name, *shape, s=0.3):
+        return numpy_helper.from_array(rng.normal(0, s, shape).astype(np.float32), name)
+
+    nodes = [mk("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             mk("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6"),
+             mk("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=8, name="dw2"),
+             mk("Relu", ["c2"], ["r2"], name="relu2"),
+             mk("GlobalAveragePool", ["r2"], ["g"], name="gap"), mk("Flatten", ["g"], ["f"], name="flat"),
+             mk("Gemm", ["f", "w3", "b3"], ["y"], transB=1, name="fc")]
+    inits = [w("w1", 8, 4, 3, 3), w("b1", 8, s=0.1), w("w2", 8, 1, 3, 3), w("b2", 8, s=0.1), w("w3", 5, 8),
+             w("b3", 5, s=0.1), numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    g = helper.make_graph(nodes, "pc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), src)
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(_samples(4, 1))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"x": x}
+
+    quant.quantize_static(str(src), str(dst), Reader(), quant_format=quant.QuantFormat.QDQ, per_channel=True,
+                          weight_type=quant.QuantType.QInt8, activation_type=quant.QuantType.QUInt8)
+    m = onnx.load(dst)
+    q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r1")
+    s0 = float(numpy_helper.to_array(_init(m, q.input[1])))
+    _set(m, q.input[1], (s0 * rng.uniform(0.5, 1.0, 8)).astype(np.float32))  # per channel, Q and DQ share it
+    _set(m, q.input[2], np.zeros(8))
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] == q.input[1]:
+            n.attribute.append(helper.make_attribute("axis", 1))
+    mod, params = tvm_arq.from_onnx(m)
+    qm = tvm_arq.build(mod, params, "host", progress=False)
+    out_scale = float(numpy_helper.to_array(_init(m, next(n for n in m.graph.node if n.op_type == "DequantizeLinear"
+                                                          and n.output[0] == "y").input[1])))
+    for x in _samples(6, 9):
+        d = np.abs(np.asarray(qm.run(x)) - onnx_semantics(m, x)) / out_scale
+        assert d.max() <= 1.0 + 1e-3, d.max()
+    assert all(q.rule.startswith("from model") for q in qm.qparams.values())
 
 
 def test_blocked_quantization_is_refused(models):

@@ -260,6 +260,9 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ModelQuant]:
     if any(n.op_type.startswith("QLinear") or n.op_type == "QGemm" for n in out.graph.node):
         out = qoperator_to_qdq(out)
         source = "QOperator"
+    from .qdq_channels import fold_channel_scales
+
+    out, not_folded = fold_channel_scales(out)
     graph = out.graph
     try:
         inferred = onnx.shape_inference.infer_shapes(out).graph
@@ -298,8 +301,11 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ModelQuant]:
         scale, zp, dtype, _ = _qparams(g, node, _rank(g, shapes, src))
         qs, qz, qdt, _ = _qparams(g, prod, _rank(g, shapes, prod.input[0]))
         if scale.size > 1 or qs.size > 1:
+            why = not_folded.get(_label(prod), "")
             table.unsupported.append(f"QuantizeLinear node {_label(prod)!r}: per-axis activation quantization is "
-                                     f"not supported; {SUPPORTED}")
+                                     "supported only where it folds into per-channel weights (written by a conv "
+                                     "/ gemm, read only by depthwise convolutions, one zero point)"
+                                     f"{'; here ' + why if why else ''}; {SUPPORTED}")
             rename[node.output[0]] = prod.input[0]
             drop.add(idx)
             continue
