@@ -11,7 +11,7 @@ integer kernels take one scale per activation tensor, but when the tensor ``t`` 
 - each depthwise reader sees ``t[c] = t'[c] / k[c]``: its per-channel weight scales are divided by ``k[c]``.
 
 ReLU commutes with the positive factor; a Clip ``[0, M]`` does only if it never binds before the
-quantization saturates (``M / s[c] >= qmax - z`` for every channel), and is then dropped to a ReLU. The
+quantization saturates (``rint(M / s[c]) + z >= qmax`` for every channel), and is then dropped to a ReLU. The
 scales change by a float32 rounding (~1e-7 relative), the same order as every other float-to-integer step.
 Anything else (a per-channel tensor read by a non-depthwise op, a non-uniform zero point, ...) is left as it
 is and reported by :func:`~tvm_arq.frontend.qdq.strip_qdq` as unsupported.
@@ -124,9 +124,10 @@ def _fold_one(ctx: _Ctx, q: onnx.NodeProto) -> str | None:
         if act.op_type == "Clip":
             lo = ctx.const(act.input[1]) if len(act.input) > 1 and act.input[1] else None
             hi = ctx.const(act.input[2]) if len(act.input) > 2 and act.input[2] else None
-            if lo is None or float(lo) != 0.0 or (len(act.input) > 2 and act.input[2] and hi is None):
+            if lo is None or lo.size != 1 or float(lo.reshape(-1)[0]) != 0.0 or (
+                    len(act.input) > 2 and act.input[2] and (hi is None or hi.size != 1)):
                 return "its Clip is not a constant clip at 0"
-            clip_max = None if hi is None else float(hi)
+            clip_max = None if hi is None else float(hi.reshape(-1)[0])
         y = act.input[0]
     else:
         act, y = None, t
@@ -138,7 +139,8 @@ def _fold_one(ctx: _Ctx, q: onnx.NodeProto) -> str | None:
         return "its producer is a Gemm without transB"
     qmax = float(np.iinfo(z.dtype).max)
     zero = float(z.reshape(-1)[0])
-    if clip_max is not None and np.any(clip_max / s.astype(np.float64) < qmax - zero):
+    # q(min(t, M)) == q(t) for every t iff M itself quantizes to the top: rint(M / s) + z >= qmax
+    if clip_max is not None and np.any(clip_max / s.astype(np.float64) <= qmax - zero - 0.5):
         return "its Clip binds before the quantization saturates in some channel"
     big = float(np.max(s))
     k = (big / s.astype(np.float64))
