@@ -451,7 +451,8 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--acts", nargs="+", default=list(ACTS), choices=ACTS)
+    ap.add_argument("--acts", nargs="+", default=list(ACTS), choices=(*ACTS, "nncf"),
+                    help="activation types of the onnxruntime models; nncf: only the NNCF rows")
     ap.add_argument("--n", type=int, default=None, help="evaluation inputs per model (default: per model)")
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--exact", type=int, default=None,
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         import nncf
 
         nncf_note = f"NNCF {nncf.__version__} (`pip install nncf`), `nncf.quantize` with its defaults: rows `nncf`"
-        acts = [*args.acts, "nncf"]
+        acts = list(dict.fromkeys([*args.acts, "nncf"]))
     except ImportError:
         nncf_note = "not installed (`pip install nncf` adds the `nncf` rows)"
         acts = list(args.acts)

@@ -101,9 +101,16 @@ def test_exclude_by_name_and_regex_lists_fallbacks(model):
     assert "relu1" in res.plan.points  # conv1 (+ relu1) is still quantized
 
 
-def test_sensitivity_ranks_bad_layer_and_excluding_it_lowers_error(model):
+@pytest.fixture(scope="module")
+def exact_ranking(model):
+    mod, params, cal, _ = model
+    return tvm_arq.sensitivity(mod, params, cal, samples=8)
+
+
+def test_sensitivity_ranks_bad_layer_and_excluding_it_lowers_error(model, exact_ranking):
     mod, params, cal, held_out = model
-    res = tvm_arq.sensitivity(mod, params, cal, samples=8)
+    res = exact_ranking
+    assert res.config["evaluator"] == "integer"  # auto: a small model is ranked exactly
     names = [e.name for e in res.layers]
     assert sorted(names) == ["bad_conv", "conv1", "conv3"]
     top = res.layers[0]
@@ -151,11 +158,11 @@ def test_cli_sensitivity(model, tmp_path, capsys):
     assert rc == 1 and "'conv3'" in err
 
 
-def test_fake_quantized_ranking_agrees_with_the_integer_one(model):
+def test_fake_quantized_ranking_agrees_with_the_integer_one(model, exact_ranking):
     """The switchable fake-quantized evaluator (one compiled module for every variant) ranks like the exact
     integer one and its errors are close to the integer programs' errors."""
     mod, params, cal, _ = model
-    exact = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="integer")
+    exact = exact_ranking
     fake = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="fake")
     assert exact.config["evaluator"] == "integer" and fake.config["evaluator"] == "fake"
     assert fake.layers[0].name == exact.layers[0].name == "bad_conv"
