@@ -502,7 +502,8 @@ def _output_choice(rows: list, consumers: list, ranges: dict, kind: RangeKind) -
     others = ", ".join(f"{n} {e:.3g}" for n, e in sorted(err.items(), key=lambda t: t[1]) if n != name)
     a, b = ranges[name]
     why = (f"; output-aware: {name} [{a:.4g}, {b:.4g}], relative consumer-output error {err[name]:.3g} "
-           f"(others: {others}; consumers: {kinds}; {rows[0].shape[0]} sampled rows)")
+           f"(others: {others}; consumers: {kinds}; bounded memory by subsampling: {rows[0].shape[0]} rows "
+           "from a reservoir of calibration samples)")
     return a, b, why
 
 
