@@ -104,3 +104,33 @@ def test_output_calibrator_end_to_end_rule() -> None:
     rules = [qp.rule for qp in m.qparams.values()]
     assert all("output-aware:" in r for r in rules), rules
     assert any("conv " in r for r in rules) and any("lut " in r for r in rules)
+
+
+def test_row_consumers_and_views() -> None:
+    """LayerNorm / softmax rows and a consumer read through reshape + permute reproduce the float functions,
+    and the LayerNorm error sees a row with a small spread that the tensor's own error does not."""
+    from tvm_arq.calibrate import layer_norm_consumer, softmax_consumer
+    from tvm_arq.calibrate.output import apply_view, consumer_rows
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 6, 8)).astype(np.float32)
+    g, b = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    ln = layer_norm_consumer("ln", g, b, 1e-5)
+    rows = consumer_rows(x, ln, rng)
+    ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * g + b
+    np.testing.assert_allclose(ln.fn(rows), ref.reshape(-1, 8), rtol=1e-4, atol=1e-4)
+    sm = softmax_consumer("sm", 8, view=(("reshape", (6, 8)),))
+    e = np.exp(x[0] - x[0].max(-1, keepdims=True))
+    np.testing.assert_allclose(sm.fn(consumer_rows(x, sm, rng)), e / e.sum(-1, keepdims=True), rtol=1e-5)
+    w = rng.normal(size=(6, 3)).astype(np.float32)
+    view = (("permute", (0, 2, 1)), ("reshape", (8, 6)))
+    fc = dense_consumer("fc", w)
+    fc = Consumer(fc.name, fc.kind, fc.weight, fc.qweight, view=view)
+    np.testing.assert_allclose(consumer_rows(x, fc, rng) @ w, apply_view(x, view) @ w, rtol=1e-5)
+    # rows of very different spread: clipping the wide rows hurts the tensor error, not the narrow rows' LayerNorm
+    xs = np.concatenate([rng.normal(scale=10.0, size=(32, 8)), rng.normal(scale=0.05, size=(32, 8))]).astype(np.float32)
+    ranges = {"minmax": (float(xs.min()), float(xs.max())), "clip": (-3.0, 3.0)}
+    e_ln = consumer_errors([xs], [layer_norm_consumer("ln", np.ones(8), np.zeros(8), 1e-5)], ranges,
+                           RangeKind.ASYMMETRIC)
+    e_t = consumer_errors([xs.reshape(-1)], [Consumer("t", "tensor")], ranges, RangeKind.ASYMMETRIC)
+    assert e_t["clip"] > e_t["minmax"] and e_ln["clip"] < e_ln["minmax"]

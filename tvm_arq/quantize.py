@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -220,12 +221,62 @@ def anchor_inputs(mod: tvm.IRModule, plan: QuantPlan) -> dict[str, int]:
     return out
 
 
+#: movement ops the ``output`` calibrator looks through to find a tensor's real consumers
+MOVEMENT_OPS = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims")
+
+
+def _movement_step(b) -> tuple | None:
+    """A movement binding as a :attr:`~tvm_arq.calibrate.Consumer.view` step (``None``: shape unknown)."""
+    if b.op == "relax.permute_dims":
+        axes = b.value.attrs.axes
+        ndim = len(tensor_shape(b.value.args[0]) or ())
+        return ("permute", tuple(int(a) for a in axes) if axes is not None else tuple(range(ndim))[::-1])
+    shape = tensor_shape(b.var)
+    return None if shape is None else ("reshape", shape)
+
+
+def _readers(name: str, users: dict, by_name: dict, view: tuple = ()) -> list[tuple[str, str, tuple]]:
+    """``(reader, tensor it reads, view)`` of ``name``, looking through movement ops (at most 4 deep)."""
+    out = []
+    for u in dict.fromkeys(users.get(name, [])):
+        b = by_name.get(u)
+        step = _movement_step(b) if b is not None and b.op in MOVEMENT_OPS and len(view) < 4 else None
+        if step is not None:
+            out += _readers(u, users, by_name, (*view, step))
+        else:
+            out.append((u, name, view))
+    return out
+
+
+def _row_consumer(b, op_plan, read: str, view: tuple):
+    """A LayerNorm / softmax consumer of ``read`` over its trailing axes, else ``None``."""
+    from .calibrate import layer_norm_consumer, softmax_consumer
+
+    if op_plan is None or b.op not in ("relax.nn.layer_norm", "relax.nn.softmax") \
+            or not isinstance(b.value.args[0], relax.Var) or b.value.args[0].name != read:
+        return None
+    shape = tensor_shape(b.value.args[0])
+    if shape is None:
+        return None
+    ndim = len(shape)
+    if b.op == "relax.nn.layer_norm" and op_plan.role is Role.NORM:
+        axes = sorted(int(a) % ndim for a in b.value.attrs.axes)
+        g, bt = const_value(b.value.args[1]), const_value(b.value.args[2])
+        if axes == list(range(ndim - len(axes), ndim)) and g is not None and bt is not None:
+            return layer_norm_consumer(b.name, g, bt, float(b.value.attrs.epsilon), view)
+    if b.op == "relax.nn.softmax" and op_plan.role is Role.SOFTMAX and int(b.value.attrs.axis) % ndim == ndim - 1:
+        return softmax_consumer(b.name, shape[-1], view)
+    return None
+
+
 def find_consumers(mod: tvm.IRModule, plan: QuantPlan) -> dict:
     """The readers of every quantization point, as the ``output`` calibrator evaluates them.
 
     Returns ``{point: [Consumer, ...]}`` (:class:`~tvm_arq.calibrate.Consumer`): conv2d / dense anchors reading
-    the point, single-row lookup tables whose input it is, and one ``"tensor"`` consumer for any other reader
-    (add, concat, pooling, a float op, the graph output).
+    the point, single-row lookup tables whose input it is, LayerNorm (trailing axes) and softmax (last axis)
+    reading it, each also through a chain of movement ops (:data:`MOVEMENT_OPS`, the consumer then reads the
+    moved view), and one ``"tensor"`` consumer for any other reader (add, concat, pooling, an
+    activation x activation matmul, a float op, the graph output).
     """
     from .calibrate import Consumer, conv_consumer, dense_consumer
 
@@ -237,19 +288,23 @@ def find_consumers(mod: tvm.IRModule, plan: QuantPlan) -> dict:
         cs: list = []
         luts: set[str] = set()
         other = False
-        for u in dict.fromkeys(users.get(p, [])):
+        for u, read, view in dict.fromkeys(_readers(p, users, by_name)):
             b, op_plan = by_name.get(u), plan.ops.get(u)
             if op_plan is not None and op_plan.role is Role.ANCHOR \
-                    and isinstance(b.value.args[0], relax.Var) and b.value.args[0].name == p:
+                    and isinstance(b.value.args[0], relax.Var) and b.value.args[0].name == read:
                 w = const_value(b.value.args[1])
-                if b.op == "relax.nn.conv2d":
+                if b.op == "relax.nn.conv2d" and w is not None:
                     a = b.value.attrs
                     cs.append(conv_consumer(u, w, a.strides, a.padding, a.dilation, int(a.groups)))
-                elif b.op == "relax.matmul":
+                elif b.op == "relax.matmul" and w is not None:
                     cs.append(dense_consumer(u, w))
                 else:  # e.g. conv2d_transpose: judged on the tensor's own error
                     other = True
-            elif u in lut_of and plan.luts[lut_of[u]].leaf.name == p and plan.luts[lut_of[u]].rows == 1:
+                if view and cs and cs[-1].name == u:
+                    cs[-1] = dataclasses.replace(cs[-1], view=view)
+            elif b is not None and (row := _row_consumer(b, op_plan, read, view)) is not None:
+                cs.append(row)
+            elif not view and u in lut_of and plan.luts[lut_of[u]].leaf.name == p and plan.luts[lut_of[u]].rows == 1:
                 if lut_of[u] not in luts:
                     luts.add(lut_of[u])
                     region = plan.luts[lut_of[u]]
@@ -447,7 +502,8 @@ def _output_choice(rows: list, consumers: list, ranges: dict, kind: RangeKind) -
     others = ", ".join(f"{n} {e:.3g}" for n, e in sorted(err.items(), key=lambda t: t[1]) if n != name)
     a, b = ranges[name]
     why = (f"; output-aware: {name} [{a:.4g}, {b:.4g}], relative consumer-output error {err[name]:.3g} "
-           f"(others: {others}; consumers: {kinds}; {rows[0].shape[0]} sampled rows)")
+           f"(others: {others}; consumers: {kinds}; bounded memory by subsampling: {rows[0].shape[0]} rows "
+           "from a reservoir of calibration samples)")
     return a, b, why
 
 

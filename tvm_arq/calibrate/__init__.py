@@ -42,7 +42,16 @@ from .observers import (
     RedistributionObserver,
     make_observer,
 )
-from .output import Consumer, OutputObserver, OutputSampler, choose_candidate, conv_consumer, dense_consumer
+from .output import (
+    Consumer,
+    OutputObserver,
+    OutputSampler,
+    choose_candidate,
+    conv_consumer,
+    dense_consumer,
+    layer_norm_consumer,
+    softmax_consumer,
+)
 
 __all__ = [
     "MIN_SCALE",
@@ -60,6 +69,8 @@ __all__ = [
     "OutputSampler",
     "batch_expected_sq_error",
     "choose_candidate",
+    "layer_norm_consumer",
+    "softmax_consumer",
     "conv_consumer",
     "dense_consumer",
     "expected_sq_error",

@@ -15,7 +15,13 @@ reconstruction on calibration samples (the objective of AdaQuant / SeqMSE, appli
   * conv2d (NCHW, any stride / padding / dilation / groups) and dense: ``Q(x) * Q(W)`` vs ``x * W`` on
     patches at randomly sampled output positions (the weights quantized per channel as the build does);
   * a lookup-table activation (SiLU, sigmoid, hardswish, ...): ``f(Q(x))`` vs ``f(x)``;
+  * LayerNorm (over trailing axes, with its gamma / beta) and softmax (over the last axis): the function of
+    ``Q(x)`` vs of ``x`` on randomly sampled rows (these functions rescale each row, so an error that is small
+    against the whole tensor can be large against a row with a small spread);
   * anything else (add, concat, pooling, the graph output, ...): the tensor's own error ``Q(x)`` vs ``x``;
+
+  a consumer that reads the tensor through movement ops (reshape, permute_dims, squeeze, expand_dims) is
+  found through them and evaluated on the moved view (:attr:`Consumer.view`);
 
   summed over the consumers; the candidate with the smallest sum is chosen (ties: the earlier candidate
   in :data:`CANDIDATE_ORDER`).
@@ -153,7 +159,13 @@ class Consumer:
     conv
         conv: ``(kh, kw, strides, padding (top, left, bottom, right), dilation)``.
     fn
-        lut: the float function (1-D array -> 1-D array).
+        lut: the float function (1-D array -> 1-D array); rows: the float function of ``(rows, width)`` arrays
+        applied row by row (LayerNorm over trailing axes, softmax over the last axis).
+    width
+        rows: the number of trailing elements one row holds.
+    view
+        Movement steps between the tensor and this consumer (the consumer reads a reshaped / transposed
+        view): ``("reshape", shape)`` or ``("permute", axes)``, applied in order to each sample.
     """
 
     name: str
@@ -162,6 +174,8 @@ class Consumer:
     qweight: np.ndarray | None = None
     conv: tuple | None = None
     fn: Callable[[np.ndarray], np.ndarray] | None = None
+    width: int = 0
+    view: tuple = ()
 
 
 def conv_consumer(name: str, w: np.ndarray, strides, padding, dilation, groups: int) -> Consumer:
@@ -183,6 +197,29 @@ def dense_consumer(name: str, w: np.ndarray) -> Consumer:
     w = np.asarray(w, np.float32)
     qw, scales = quantize_weights_per_channel(w, axis=1)
     return Consumer(name, "dense", w, (qw.astype(np.float32) * scales.reshape(1, -1)).astype(np.float32))
+
+
+def layer_norm_consumer(name: str, gamma: np.ndarray, beta: np.ndarray, eps: float, view: tuple = ()) -> Consumer:
+    """A LayerNorm consumer over the trailing ``gamma.size`` elements (gamma / beta flattened)."""
+    g = np.asarray(gamma, np.float32).reshape(-1)
+    b = np.asarray(beta, np.float32).reshape(-1)
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        mu = x.mean(axis=1, keepdims=True)
+        var = np.square(x - mu).mean(axis=1, keepdims=True)
+        return (x - mu) / np.sqrt(var + np.float32(eps)) * g + b
+
+    return Consumer(name, "rows", fn=fn, width=int(g.size), view=view)
+
+
+def softmax_consumer(name: str, width: int, view: tuple = ()) -> Consumer:
+    """A softmax consumer over the last axis (``width`` elements)."""
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return Consumer(name, "rows", fn=fn, width=int(width), view=view)
 
 
 def positions_per_sample(k: int) -> int:
@@ -209,13 +246,20 @@ def conv_patches(x: np.ndarray, c: Consumer, rng: np.random.Generator) -> np.nda
     return np.ascontiguousarray(p.reshape(m, groups, -1), dtype=np.float32)
 
 
+def apply_view(x: np.ndarray, view: tuple) -> np.ndarray:
+    """The tensor as the consumer reads it: the movement steps of :attr:`Consumer.view` applied in order."""
+    for step, arg in view:
+        x = np.reshape(x, arg) if step == "reshape" else np.transpose(x, arg)
+    return x
+
+
 def consumer_rows(x: np.ndarray, c: Consumer, rng: np.random.Generator) -> np.ndarray:
     """The subsample of one calibration sample of a tensor that consumer ``c`` is evaluated on."""
-    x = np.asarray(x, np.float32)
+    x = apply_view(np.asarray(x, np.float32), c.view)
     if c.kind == "conv":
         return conv_patches(x, c, rng)
-    if c.kind == "dense":
-        rows = x.reshape(-1, x.shape[-1])
+    if c.kind in ("dense", "rows"):
+        rows = x.reshape(-1, c.width if c.kind == "rows" else x.shape[-1])
         m = min(rows.shape[0], positions_per_sample(rows.shape[1]))
         return rows[np.sort(rng.choice(rows.shape[0], size=m, replace=False))] if m < rows.shape[0] else rows
     flat = x.reshape(-1)
@@ -315,7 +359,7 @@ def consumer_errors(rows: list[np.ndarray], consumers: list[Consumer], ranges: d
     def consume(c: Consumer, x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
         if c.kind in ("conv", "dense"):
             return _linear(x, weight, c)
-        return c.fn(x) if c.kind == "lut" else x
+        return c.fn(x) if c.kind in ("lut", "rows") else x
 
     err = dict.fromkeys(ranges, 0.0)
     for p, c in zip(rows, consumers, strict=True):
