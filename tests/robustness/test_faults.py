@@ -184,6 +184,8 @@ def _workload_of_records(wd: Path) -> dict[int, set[str]]:
     out: dict[int, set[str]] = {}
     for line in record_lines(wd):
         idx, trace = json.loads(line)
+        if not trace[0][0]:  # the seed record of a generic kernel: its unscheduled form (no instructions)
+            continue
         first = json.dumps(trace)[:400]
         out.setdefault(idx, set()).add("matmul" if "matmul" in first else "conv" if "pad" in first else "?")
     return out

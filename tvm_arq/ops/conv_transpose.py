@@ -302,9 +302,14 @@ def qconv2d_transpose_nchw(x, w, bias, m0, rshift, *, strides, padding, output_p
 
 @register_kernel("qconv2d_transpose_nhwc")
 def qconv2d_transpose_nhwc(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, out_hw, kernel,
-                           groups: int, out_dtype: str, lut_axis: int = -1, lut_qmin: int = 0):
+                           groups: int, out_dtype: str, lut_axis: int = -1, lut_qmin: int = 0,
+                           requant32: bool = False):
     """Quantized transposed conv2d, NHWC x phase-packed ``[s_h, s_w, T_h, T_w, C/groups, O]`` weights
-    (:func:`pack_phase_weight`), ``qp = [zp_x, zp_y, qlo, qhi]``, optional fused table activation."""
+    (:func:`pack_phase_weight`), ``qp = [zp_x, zp_y, qlo, qhi]``, optional fused table activation.
+
+    ``requant32`` (set by the shared conv conversion) is not used: the per-phase bias keeps the int64
+    requantization here."""
+    del requant32
     n, h, wd, c = (int(v) for v in x.shape)
     sh, sw, th, tw, cg, o = (int(v) for v in w.shape)
     pt, pl, _, _ = padding
@@ -370,7 +375,8 @@ def qconv2d_transpose_np(x, w, bias, m0, rshift, *, strides, padding, output_pad
 
 @register_reference("qconv2d_transpose_nhwc")
 def qconv2d_transpose_nhwc_np(x, w, bias, m0, rshift, qp, table=None, *, strides, padding, out_hw, kernel, groups,
-                              out_dtype, lut_axis=-1, lut_qmin=0):
+                              out_dtype, lut_axis=-1, lut_qmin=0, requant32=False):
+    del requant32
     wi = unpack_phase_weight(w, kernel, groups)
     oh0, ow0 = transpose_out_hw(x.shape[1], x.shape[2], kernel, strides, padding, (0, 0))
     acc = convt_acc_np(x.transpose(0, 3, 1, 2), wi, bias, int(qp[0]), strides, padding,
