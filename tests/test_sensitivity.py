@@ -101,10 +101,15 @@ def test_exclude_by_name_and_regex_lists_fallbacks(model):
     assert "relu1" in res.plan.points  # conv1 (+ relu1) is still quantized
 
 
+#: a tensor-local calibrator: each variant's error then equals that of quantize_module(..., exclude=...) exactly
+#: (the output calibrator judges every variant's points at the fully quantized plan's consumers)
+MINMAX = tvm_arq.QuantConfig(calibrator="minmax")
+
+
 @pytest.fixture(scope="module")
 def exact_ranking(model):
     mod, params, cal, _ = model
-    return tvm_arq.sensitivity(mod, params, cal, samples=8)
+    return tvm_arq.sensitivity(mod, params, cal, samples=8, config=MINMAX)
 
 
 def test_sensitivity_ranks_bad_layer_and_excluding_it_lowers_error(model, exact_ranking):
@@ -119,8 +124,9 @@ def test_sensitivity_ranks_bad_layer_and_excluding_it_lowers_error(model, exact_
     assert top.gain > 0 and top.left_out_error < res.full_error
 
     fmod = prepare_module(mod, params)
-    full = quantize_module(fmod, cal, tvm_arq.QuantConfig(), "int8", progress=False)
-    kept = quantize_module(fmod, cal, tvm_arq.QuantConfig(exclude=top.exclude), "int8", progress=False)
+    full = quantize_module(fmod, cal, MINMAX, "int8", progress=False)
+    kept = quantize_module(fmod, cal, tvm_arq.QuantConfig(calibrator="minmax", exclude=top.exclude), "int8",
+                           progress=False)
     vm = compile_host(fmod)
     ref_cal = [vm["main"](tvm.runtime.tensor(x)).numpy().astype(np.float64) for x in cal[:8]]
     ref_held = [vm["main"](tvm.runtime.tensor(x)).numpy().astype(np.float64) for x in held_out]
@@ -163,7 +169,7 @@ def test_fake_quantized_ranking_agrees_with_the_integer_one(model, exact_ranking
     integer one and its errors are close to the integer programs' errors."""
     mod, params, cal, _ = model
     exact = exact_ranking
-    fake = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="fake")
+    fake = tvm_arq.sensitivity(mod, params, cal, samples=8, evaluator="fake", config=MINMAX)
     assert exact.config["evaluator"] == "integer" and fake.config["evaluator"] == "fake"
     assert fake.layers[0].name == exact.layers[0].name == "bad_conv"
     assert fake.full_error == pytest.approx(exact.full_error, rel=0.05)

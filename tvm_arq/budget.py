@@ -62,6 +62,7 @@ from .quantize import (
     compile_host,
     input_specs,
     normalize_sample,
+    output_sampler,
     select_qparams,
 )
 from .report.render import accuracy_text
@@ -337,6 +338,8 @@ class _Evaluator:
         self.outliers: dict[str, OutlierClip] = {}
         self.progress = progress
         self.calibrations = 0
+        # the output calibrator judges each point at its consumers in the all-int8 plan (every candidate)
+        self.sampler = output_sampler(fmod, plans[frozenset(), frozenset()], config)
         self.float_cache: dict = {}
         self.compiled = False
         self.cache: dict[tuple[frozenset[str], frozenset[str]], float] = {}
@@ -373,7 +376,7 @@ class _Evaluator:
         with _quiet("tvm_arq.quantize") if self.calibrations else _quiet(""):
             self.observers.update(calibrate(self.fmod, self.calibration, replace(plans[0], points=missing),
                                             self.config, progress=self.progress, input_means=means,
-                                            outliers=outliers))
+                                            outliers=outliers, sampler=None if self.calibrations else self.sampler))
         self.calibrations += 1
         if self.means is not None and means is not None:
             self.means.update({k: v for k, v in means.items() if k not in self.means})
@@ -401,7 +404,7 @@ class _Evaluator:
             if any(p not in self.observers for p in plan.points) or (
                     self.means is not None and any(n not in self.means for n in anchor_inputs(self.fmod, plan))):
                 return None
-            qparams = select_qparams(plan, self.observers, self.config, self.act_dtype, self.outliers)
+            qparams = select_qparams(plan, self.observers, self.config, self.act_dtype, self.outliers, self.sampler)
             means = {k: m.mean for k, m in (self.means or {}).items()}
             qdq = AnnotateQuantization(plan, qparams, means)(self.fmod)
             try:

@@ -269,6 +269,16 @@ def _row_consumer(b, op_plan, read: str, view: tuple):
     return None
 
 
+def output_sampler(mod: tvm.IRModule, plan: QuantPlan, config: QuantConfig):
+    """The :class:`~tvm_arq.calibrate.OutputSampler` of ``plan`` for the ``output`` calibrator, else None:
+    pass it to :func:`calibrate` and :func:`select_qparams`."""
+    if config.calibrator is not Calibrator.OUTPUT:
+        return None
+    from .calibrate import OutputSampler
+
+    return OutputSampler(find_consumers(mod, plan))
+
+
 def find_consumers(mod: tvm.IRModule, plan: QuantPlan) -> dict:
     """The readers of every quantization point, as the ``output`` calibrator evaluates them.
 
@@ -529,11 +539,7 @@ def quantize_module(mod: tvm.IRModule, calibration: Iterable, config: QuantConfi
                          "build it with scheme='float' to compile it unquantized")
     means: dict[str, ChannelMean] | None = {} if config.bias_correction else None
     outliers: dict[str, OutlierClip] = {}
-    sampler = None
-    if config.calibrator is Calibrator.OUTPUT:
-        from .calibrate import OutputSampler
-
-        sampler = OutputSampler(find_consumers(mod, plan))
+    sampler = output_sampler(mod, plan, config)
     observers = calibrate(mod, calibration, plan, config, progress=progress, input_means=means, outliers=outliers,
                           sampler=sampler)
     qparams = select_qparams(plan, observers, config, act_dtype, outliers, sampler)

@@ -54,6 +54,7 @@ from .quantize import (
     compile_host,
     input_specs,
     normalize_sample,
+    output_sampler,
     select_qparams,
 )
 
@@ -341,22 +342,25 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
         if i < samples:
             refs.append(_flatten(res))
 
+    # the output calibrator judges each point at its consumers in the fully quantized plan (every variant)
+    sampler = output_sampler(fmod, base, config)
     observers = calibrate(fmod, data, cal_plan, config, progress=progress, input_means=means, outliers=outliers,
-                          on_output=keep_output)
+                          on_output=keep_output, sampler=sampler)
     inputs = [normalize_sample(s, specs, i) for i, s in enumerate(data[:samples])]
     mean_values = {k: m.mean for k, m in (means or {}).items()}
     runs = 2 * len(units) + 1
     if evaluator is Evaluator.FAKE:
-        errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs)
+        errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs, sampler)
     else:
         errors = _integer_errors(fmod, variants, observers, config, act_dtype, outliers, mean_values, inputs, refs,
-                                 None if evaluator is Evaluator.INTEGER else max_integer_seconds / runs)
+                                 None if evaluator is Evaluator.INTEGER else max_integer_seconds / runs, sampler)
         if errors is None:
             logger.info("sensitivity: %d integer programs would take longer than %.0f s on the reference "
                         "interpreter; ranking with one switchable fake-quantized module instead", runs,
                         max_integer_seconds)
             evaluator = Evaluator.FAKE
-            errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs)
+            errors = _fake_errors(fmod, base, units, observers, config, act_dtype, outliers, mean_values, inputs,
+                                  sampler)
         else:
             evaluator = Evaluator.INTEGER
     full = errors["full"]
@@ -369,8 +373,8 @@ def sensitivity(mod: tvm.IRModule, params: Mapping[str, np.ndarray] | None, cali
 
 
 def _integer_errors(fmod: tvm.IRModule, variants: Mapping[str, QuantPlan], observers, config: QuantConfig,
-                    act_dtype: str, outliers, mean_values, inputs, refs, max_seconds_per_variant: float | None
-                    ) -> dict[str, float] | None:
+                    act_dtype: str, outliers, mean_values, inputs, refs, max_seconds_per_variant: float | None,
+                    sampler=None) -> dict[str, float] | None:
     """Errors of every variant's integer program on the reference interpreter; ``None`` if the full variant's
     first sample shows that one variant would take longer than ``max_seconds_per_variant``."""
     float_cache: dict = {}
@@ -379,7 +383,7 @@ def _integer_errors(fmod: tvm.IRModule, variants: Mapping[str, QuantPlan], obser
         if not plan.points:
             errors[key] = 0.0
             continue
-        qparams = select_qparams(plan, observers, config, act_dtype, outliers)
+        qparams = select_qparams(plan, observers, config, act_dtype, outliers, sampler)
         qdq = AnnotateQuantization(plan, qparams, mean_values)(fmod)
         # the realize warnings of a layer (e.g. a coarsened weight scale) are given once, by the full variant
         with _quiet("tvm_arq.ops") if key != "full" else _quiet(""):
@@ -398,7 +402,7 @@ def _integer_errors(fmod: tvm.IRModule, variants: Mapping[str, QuantPlan], obser
 
 
 def _fake_errors(fmod: tvm.IRModule, base: QuantPlan, units, observers, config: QuantConfig, act_dtype: str,
-                 outliers, mean_values, inputs) -> dict[str, float]:
+                 outliers, mean_values, inputs, sampler=None) -> dict[str, float]:
     """Errors of every variant on one compiled fake-quantized module with run-time switches."""
     unit_of = {lay: i for i, (_, lays, _) in enumerate(units) for lay in lays}
     points = {p: len(units) + i for i, p in enumerate(base.points)}
@@ -413,7 +417,7 @@ def _fake_errors(fmod: tvm.IRModule, base: QuantPlan, units, observers, config: 
             p = base.qsource.get(v)
             if p in adjacent:
                 adjacent[p].add(u)
-    qparams = select_qparams(base, observers, config, act_dtype, outliers)
+    qparams = select_qparams(base, observers, config, act_dtype, outliers, sampler)
     with _quiet("tvm_arq.passes"):
         qdq = AnnotateQuantization(base, qparams, mean_values, switches=switches)(fmod)
     vm = compile_host(qdq)
