@@ -67,8 +67,8 @@ def _samples(n: int, seed: int) -> list[np.ndarray]:
     return [rng.normal(0, 1, SHAPE).astype(np.float32) for _ in range(n)]
 
 
-def quantized(tmp: Path, act: str = "uint8", fmt: str = "QDQ", tiny: bool = False) -> Path:
-    """The test model quantized by onnxruntime ``quantize_static`` (per-channel int8 weights)."""
+def quantize_file(src: Path, dst: Path, act: str = "uint8", fmt: str = "QDQ") -> Path:
+    """``src`` quantized by onnxruntime ``quantize_static`` (per-channel int8 weights, 4 samples) into ``dst``."""
 
     class Reader(quant.CalibrationDataReader):
         def __init__(self) -> None:
@@ -78,12 +78,17 @@ def quantized(tmp: Path, act: str = "uint8", fmt: str = "QDQ", tiny: bool = Fals
             x = next(self.it, None)
             return None if x is None else {"x": x}
 
-    src, dst = tmp / f"float{'_tiny' * tiny}.onnx", tmp / f"q_{act}_{fmt}{'_tiny' * tiny}.onnx"
-    onnx.save(_float_model(tiny), src)
     quant.quantize_static(str(src), str(dst), Reader(), quant_format=getattr(quant.QuantFormat, fmt),
                           per_channel=True, weight_type=quant.QuantType.QInt8,
                           activation_type=quant.QuantType.QUInt8 if act == "uint8" else quant.QuantType.QInt8)
     return dst
+
+
+def quantized(tmp: Path, act: str = "uint8", fmt: str = "QDQ", tiny: bool = False) -> Path:
+    """The test model quantized by onnxruntime ``quantize_static`` (per-channel int8 weights)."""
+    src, dst = tmp / f"float{'_tiny' * tiny}.onnx", tmp / f"q_{act}_{fmt}{'_tiny' * tiny}.onnx"
+    onnx.save(_float_model(tiny), src)
+    return quantize_file(src, dst, act, fmt)
 
 
 def onnx_semantics(path: Path | onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -252,18 +257,7 @@ def test_per_channel_activations_before_depthwise_fold_into_weights(tmp_path):
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), src)
-
-    class Reader(quant.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(_samples(4, 1))
-
-        def get_next(self):
-            x = next(self.it, None)
-            return None if x is None else {"x": x}
-
-    quant.quantize_static(str(src), str(dst), Reader(), quant_format=quant.QuantFormat.QDQ, per_channel=True,
-                          weight_type=quant.QuantType.QInt8, activation_type=quant.QuantType.QUInt8)
-    m = onnx.load(dst)
+    m = onnx.load(quantize_file(src, dst))
     q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "r1")
     s0 = float(numpy_helper.to_array(_init(m, q.input[1])))
     _set(m, q.input[1], (s0 * rng.uniform(0.5, 1.0, 8)).astype(np.float32))  # per channel, Q and DQ share it
