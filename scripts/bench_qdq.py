@@ -424,13 +424,18 @@ def render(records: list[dict], cmd: str, nncf: str) -> str:
         v = r["verify_host"]
         ex = r.get("exact_float64") or {}
         exs = " / ".join(pct(ex["within_1lsb"][k]) for k in ("tvm_arq", "ort-ref", "ort")) if ex else "-"
+        if r.get("output_scale") is None:  # the model's output is float (not quantized): no LSB to count in
+            lines.append(f"| {r['model']} | {r['act']} | {r['n_eval']} | float output | | | | | | | {m} | "
+                         f"{'yes' if v['ok'] else 'NO'} ({v['tensors']}, {v['samples']} sample(s)) |")
+            continue
         lines.append(f"| {r['model']} | {r['act']} | {r['n_eval']} | {pct(r['within_1lsb']['ort-ref'])} | "
                      f"{pct(r['equal']['ort-ref'])} | {pct(r['within_1lsb']['ort'])} | {r['max_lsb']['ort']:.0f} | "
                      f"{pct(r['ort_vs_ort_ref_within_1lsb'])} | {ex.get('samples', '-')} | {exs} | "
                      f"{m} | {'yes' if v['ok'] else 'NO'} ({v['tensors']}, {v['samples']} sample(s)) |")
-    ok = [f"{r['model']}/{r['act']}" for r in records if "error" not in r and r["within_1lsb"]["ort-ref"] >= 0.999]
-    short = [f"{r['model']}/{r['act']} {pct(r['within_1lsb']['ort-ref'])} %" for r in records
-             if "error" not in r and r["within_1lsb"]["ort-ref"] < 0.999]
+    quantized_out = [r for r in records if "error" not in r and r.get("output_scale") is not None]
+    ok = [f"{r['model']}/{r['act']}" for r in quantized_out if r["within_1lsb"]["ort-ref"] >= 0.999]
+    short = [f"{r['model']}/{r['act']} {pct(r['within_1lsb']['ort-ref'])} %" for r in quantized_out
+             if r["within_1lsb"]["ort-ref"] < 0.999]
     good = [r for r in records if "error" not in r]
     closer = [f"{r['model']}/{r['act']}" for r in good if r.get("exact_float64")
               and r["exact_float64"]["within_1lsb"]["tvm_arq"] >= r["exact_float64"]["within_1lsb"]["ort-ref"]]
