@@ -108,7 +108,7 @@ def add_demo_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argpars
     d = sub.add_parser("demo", parents=parents,
                        help="quantize the default model with real data; print fp32/symmetric/hybrid")
     d.add_argument("--target", default="host")
-    d.add_argument("--calibrator", default="minmax")
+    d.add_argument("--calibrator", default="output")
     d.add_argument("--calib", type=int, default=100, help="calibration samples")
     d.add_argument("--eval", type=int, default=200, help="evaluation samples")
     d.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per model (0: untuned)")

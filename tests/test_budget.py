@@ -19,7 +19,7 @@ def model():
 
 def test_unmet_budget_keeps_the_bad_layer_in_float(model):
     mod, params, cal, held_out = model
-    m = tvm_arq.build(mod, params, calibration=cal, progress=False,
+    m = tvm_arq.build(mod, params, calibration=cal, calibrator="minmax", progress=False,
                       accuracy=AccuracyBudget(data=held_out, max_drop=0.0, samples=4))
     rep = m.accuracy_report
     assert rep.fp32 == 100.0 and rep.int8 < 50.0  # all-int8 breaks top-1 agreement (bad_conv's weights)
@@ -44,7 +44,7 @@ def test_candidates_compiled_when_the_interpreter_is_slow(model, monkeypatch):
 
     monkeypatch.setattr(budget, "INTERPRETER_SECONDS", 0.0)
     mod, params, cal, held_out = model
-    m = tvm_arq.build(mod, params, calibration=cal, progress=False,
+    m = tvm_arq.build(mod, params, calibration=cal, calibrator="minmax", progress=False,
                       accuracy=AccuracyBudget(data=held_out[:4], max_drop=0.0, samples=4))
     rep = m.accuracy_report
     assert [k.name for k in rep.kept] == ["bad_conv"] and rep.met and rep.final == 100.0
@@ -56,7 +56,7 @@ def test_met_budget_keeps_nothing(model):
     def neg_mse(outputs, data):  # a custom metric: higher is better
         return -float(np.mean([np.mean(np.square(o)) for o in outputs]))
 
-    m = tvm_arq.build(mod, params, calibration=cal, progress=False,
+    m = tvm_arq.build(mod, params, calibration=cal, calibrator="minmax", progress=False,
                       accuracy=AccuracyBudget(data=held_out, max_drop=1e9, metric=neg_mse))
     rep = m.accuracy_report
     assert rep.kept == [] and rep.met and rep.metric == "neg_mse"

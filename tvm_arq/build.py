@@ -69,7 +69,7 @@ def build(
     *,
     calibration: Iterable | None = None,
     scheme: Scheme | str = Scheme.HYBRID,
-    calibrator: Calibrator | str = Calibrator.MINMAX,
+    calibrator: Calibrator | str = Calibrator.OUTPUT,
     config: QuantConfig | None = None,
     tuning: Any = None,
     accuracy: AccuracyBudget | None = None,

@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image folders: pixels map to [-1, 1] (signed, default), [0, 1] (unit) or [0, 255] (raw)")
         if scheme:
             p.add_argument("--scheme", default="hybrid", choices=["hybrid", "symmetric", "asymmetric", "float"])
-        p.add_argument("--calibrator", default="minmax", choices=[c.value for c in Calibrator])
+        p.add_argument("--calibrator", default="output", choices=[c.value for c in Calibrator])
 
     def exclude_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-samples", type=int, default=32, help="measure on at most this many samples")
     r.add_argument("--target", default="host")
     r.add_argument("--scheme", default="hybrid", choices=["hybrid", "symmetric", "asymmetric"])
-    r.add_argument("--calibrator", default="minmax", choices=[c.value for c in Calibrator])
+    r.add_argument("--calibrator", default="output", choices=[c.value for c in Calibrator])
     r.add_argument("--compare", action="append", default=[], choices=["hybrid", "symmetric", "asymmetric"],
                    help="also report this scheme (repeatable) and print a side-by-side table")
     r.add_argument("--json", help="write {label: report} as JSON")

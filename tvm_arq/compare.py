@@ -149,7 +149,7 @@ def compare_schemes(
     *,
     target: Any = "host",
     schemes: Sequence[str] = ("float", "symmetric", "hybrid"),
-    calibrator: str = "minmax",
+    calibrator: str = "output",
     tuning: Any = None,
     bench_number: int = 5,
     bench_repeat: int = 5,

@@ -66,12 +66,11 @@ class QuantConfig:
     scheme
         Activation scheme, see :class:`Scheme`.
     calibrator
-        Range estimator, see :class:`Calibrator`. The default is still ``minmax``. ``output`` (each tensor's
-        range chosen among every calibrator's range and the redistribution grid by the error at its quantized
-        consumers' outputs) is the best or within one evaluation sample of the best on every model measured
+        Range estimator, see :class:`Calibrator`. The default, ``output``, chooses each tensor's range among
+        every calibrator's range and the redistribution grid by the error at its quantized consumers' outputs;
+        it is the best or within one evaluation sample of the best on every model measured
         (``results/default_calibrator.md``; 93.5 % vs 85.0 % (minmax) word accuracy on the PP-OCRv4 recognizer,
-        fp32 91.0 %), at 1.3-2x the calibration time of ``minmax``; switching the default waits for the test
-        suite to pass with it (tests that check other mechanisms assume tensor-local ranges).
+        fp32 91.0 %), at 1.3-2x the calibration time of ``minmax``.
     act_dtype
         Storage dtype of activations, ``"int8"`` or ``"uint8"``; ``None`` lets the target decide
         (uint8 for x86 VNNI u8 x s8 dot products, int8 for ARM ``sdot`` and RISC-V).
